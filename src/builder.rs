@@ -1,0 +1,453 @@
+//! Runs one build: fetch the tag, run the recipe's build script in its own
+//! process group with a clean environment and a time limit, and package
+//! DESTDIR. Everything the build does goes to its log file,
+//! `state_dir/logs/<recipe>/<version>.<n>.log`.
+//!
+//! Publishing is not done here: the caller owns the repository.
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::git::{self, Abort};
+use crate::package::{self, Artifact};
+use crate::recipe::Recipe;
+
+/// Where a build is in its life; shown in `/status` as `phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Fetching the tag.
+    Fetching,
+    /// Running the build script.
+    Building,
+    /// Packaging DESTDIR.
+    Packaging,
+    /// Publishing into the repository.
+    Publishing,
+    /// Uploading the repository.
+    Uploading,
+}
+
+impl Phase {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Fetching => "fetching",
+            Phase::Building => "building",
+            Phase::Packaging => "packaging",
+            Phase::Publishing => "publishing",
+            Phase::Uploading => "uploading",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What set a build off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A scheduled poll (or `--once`).
+    Poll,
+    /// A GitHub webhook.
+    Webhook,
+}
+
+impl Trigger {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Poll => "poll",
+            Trigger::Webhook => "webhook",
+        }
+    }
+}
+
+/// One build to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The build id (unique within this daemon's life).
+    pub id: u64,
+    /// The recipe.
+    pub recipe: Arc<Recipe>,
+    /// The upstream tag.
+    pub tag: String,
+    /// The package version, e.g. `1.3.2-1`.
+    pub version: String,
+    /// What set it off.
+    pub trigger: Trigger,
+}
+
+impl Job {
+    /// `git+<url>#refs/tags/<tag>`.
+    pub fn source_ref(&self) -> String {
+        let url = self
+            .recipe
+            .upstream
+            .as_ref()
+            .map(|u| u.git.as_str())
+            .unwrap_or("");
+        format!("git+{url}#refs/tags/{}", self.tag)
+    }
+}
+
+/// Settings shared by every build.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// `state_dir`.
+    pub state_dir: PathBuf,
+    /// `[build].timeout`.
+    pub timeout: Duration,
+    /// `[build].keep_logs`.
+    pub keep_logs: usize,
+    /// `[build].runner`.
+    pub runner: Vec<String>,
+    /// Time limit of the fetch.
+    pub fetch_timeout: Duration,
+    /// `PATH` given to build scripts.
+    pub path_env: String,
+}
+
+impl BuildSettings {
+    /// The object cache of one upstream.
+    pub fn git_cache(&self, url: &str) -> PathBuf {
+        self.state_dir.join("git").join(git::cache_name(url))
+    }
+    /// The log directory of one recipe.
+    pub fn log_dir(&self, recipe: &str) -> PathBuf {
+        self.state_dir.join("logs").join(recipe)
+    }
+}
+
+/// A successful build, staged and ready to publish.
+#[derive(Debug)]
+pub struct Built {
+    /// The packages, in `stage_dir`.
+    pub artifacts: Vec<Artifact>,
+    /// The commit time (SOURCE_DATE_EPOCH).
+    pub commit_time: i64,
+    /// The per-build stage directory to remove after publishing.
+    pub stage_dir: PathBuf,
+}
+
+/// A failed or cancelled build.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The phase that failed.
+    pub phase: Phase,
+    /// What went wrong.
+    pub error: String,
+    /// True when the build was stopped by shutdown rather than failing.
+    pub cancelled: bool,
+}
+
+impl Failure {
+    fn new(phase: Phase, error: impl fmt::Display) -> Failure {
+        Failure {
+            phase,
+            error: error.to_string(),
+            cancelled: false,
+        }
+    }
+}
+
+/// Reports progress to whoever watches the build.
+pub trait Progress: Send + Sync {
+    /// The build entered `phase`.
+    fn phase(&self, phase: Phase);
+}
+
+/// The TERM → KILL grace period when a build's process group is stopped.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Picks the log file for a new attempt: `<version>.<n>.log` with `n` one
+/// more than the highest existing attempt of that version.
+pub fn next_log_path(
+    settings: &BuildSettings,
+    recipe: &str,
+    version: &str,
+) -> std::io::Result<PathBuf> {
+    let dir = settings.log_dir(recipe);
+    std::fs::create_dir_all(&dir)?;
+    let prefix = format!("{version}.");
+    let mut n = 0u64;
+    for e in std::fs::read_dir(&dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".log"))
+        {
+            if let Ok(k) = rest.parse::<u64>() {
+                n = n.max(k);
+            }
+        }
+    }
+    Ok(dir.join(format!("{version}.{}.log", n + 1)))
+}
+
+/// Removes the oldest logs of a recipe beyond `keep`, never `current`.
+pub fn prune_logs(settings: &BuildSettings, recipe: &str, current: &Path) {
+    let dir = settings.log_dir(recipe);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    logs.sort();
+    let excess = logs.len().saturating_sub(settings.keep_logs);
+    for (_, p) in logs.into_iter().take(excess) {
+        if p != current {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn log_line(log: &Path, line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+    {
+        let _ = writeln!(f, "farmhand: {line}");
+    }
+}
+
+/// Runs fetch, build script and packaging for `job`. `kill` stops the
+/// build at once (shutdown after the grace period): the process group is
+/// killed and the result is a cancelled [`Failure`].
+pub async fn run(
+    job: &Job,
+    settings: &BuildSettings,
+    log: &Path,
+    progress: &dyn Progress,
+    kill: &CancellationToken,
+) -> Result<Built, Failure> {
+    let recipe = &job.recipe;
+    let Some(upstream) = recipe.upstream.as_ref() else {
+        return Err(Failure::new(Phase::Fetching, "recipe has no [upstream]"));
+    };
+    let key = format!("{}-{}-{}", recipe.id, job.version, job.id);
+    let source_dir = settings.state_dir.join("sources").join(&key);
+    let stage_dir = settings.state_dir.join("stage").join(&key);
+    let result = async {
+        log_line(
+            log,
+            &format!(
+                "building {} {} from tag {} of {}",
+                recipe.id, job.version, job.tag, upstream.git
+            ),
+        );
+        // Fetch.
+        progress.phase(Phase::Fetching);
+        let _ = std::fs::remove_dir_all(&source_dir);
+        let abort = Abort::new();
+        let fetch = {
+            let (cache, url, tag, dest, subs, t, abort) = (
+                settings.git_cache(&upstream.git),
+                upstream.git.clone(),
+                job.tag.clone(),
+                source_dir.clone(),
+                upstream.submodules,
+                settings.fetch_timeout,
+                abort.clone(),
+            );
+            tokio::task::spawn_blocking(move || git::fetch_tag(&cache, &url, &tag, &dest, subs, t, &abort))
+        };
+        let fetched = tokio::select! {
+            r = fetch => r.map_err(|e| Failure::new(Phase::Fetching, e))?
+                .map_err(|e| Failure::new(Phase::Fetching, e))?,
+            _ = kill.cancelled() => {
+                abort.abort();
+                return Err(Failure { phase: Phase::Fetching, error: "cancelled by shutdown".into(), cancelled: true });
+            }
+        };
+        log_line(
+            log,
+            &format!(
+                "fetched commit {} (commit time {}), {} objects received",
+                fetched.commit, fetched.commit_time, fetched.received_objects
+            ),
+        );
+
+        // Build.
+        progress.phase(Phase::Building);
+        let destdir = stage_dir.join("destdir");
+        let home = stage_dir.join("home");
+        let out = stage_dir.join("out");
+        for d in [&destdir, &home, &out] {
+            std::fs::create_dir_all(d).map_err(|e| {
+                Failure::new(Phase::Building, format!("cannot create {}: {e}", d.display()))
+            })?;
+        }
+        run_script(job, settings, &source_dir, &destdir, &home, fetched.commit_time, log, kill).await?;
+
+        // Package.
+        progress.phase(Phase::Packaging);
+        let specs = recipe.packages.clone();
+        let (id, version, mtime) = (recipe.id.clone(), job.version.clone(), fetched.commit_time.max(0) as u64);
+        let (dd, od) = (destdir.clone(), out.clone());
+        let artifacts = tokio::task::spawn_blocking(move || {
+            package::package_destdir(&dd, &specs, &id, std::env::consts::ARCH, &version, mtime, &od)
+        })
+        .await
+        .map_err(|e| Failure::new(Phase::Packaging, e))?
+        .map_err(|e| Failure::new(Phase::Packaging, e))?;
+        for a in &artifacts {
+            log_line(log, &format!("packaged {} ({} bytes, sha256 {})", a.file_name, a.size_compressed, a.sha256));
+        }
+        Ok(Built {
+            artifacts,
+            commit_time: fetched.commit_time,
+            stage_dir: stage_dir.clone(),
+        })
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&source_dir);
+    match &result {
+        Ok(_) => {
+            // DESTDIR and HOME are no longer needed; `out` is published next.
+            let _ = std::fs::remove_dir_all(stage_dir.join("destdir"));
+            let _ = std::fs::remove_dir_all(stage_dir.join("home"));
+        }
+        Err(f) => {
+            log_line(log, &format!("{} failed: {}", f.phase, f.error));
+            let _ = std::fs::remove_dir_all(&stage_dir);
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_script(
+    job: &Job,
+    settings: &BuildSettings,
+    source_dir: &Path,
+    destdir: &Path,
+    home: &Path,
+    commit_time: i64,
+    log: &Path,
+    kill: &CancellationToken,
+) -> Result<(), Failure> {
+    let fail = |m: String| Failure::new(Phase::Building, m);
+    let script = job.recipe.script_path();
+    let meta = std::fs::metadata(&script)
+        .map_err(|e| fail(format!("build script {}: {e}", script.display())))?;
+    if !meta.is_file() {
+        return Err(fail(format!(
+            "build script {} is not a regular file",
+            script.display()
+        )));
+    }
+    let mut argv: Vec<String> = settings.runner.clone();
+    if meta.permissions().mode() & 0o111 != 0 {
+        argv.push(script.display().to_string());
+    } else {
+        argv.push("/bin/sh".into());
+        argv.push(script.display().to_string());
+    }
+    let logf = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map_err(|e| fail(format!("cannot open build log {}: {e}", log.display())))?;
+    let logf2 = logf
+        .try_clone()
+        .map_err(|e| fail(format!("cannot open build log {}: {e}", log.display())))?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(source_dir)
+        .env_clear()
+        .env("PATH", &settings.path_env)
+        .env("HOME", home)
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env("SOURCE_DIR", source_dir)
+        .env("DESTDIR", destdir)
+        .env("SOURCE_DATE_EPOCH", commit_time.to_string())
+        .env("FARMHAND_RECIPE", &job.recipe.id)
+        .env("FARMHAND_VERSION", &job.version)
+        .env("FARMHAND_TAG", &job.tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf))
+        .stderr(Stdio::from(logf2))
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start build script {}: {e}", argv.join(" "))))?;
+    let pgid = child.id().map(|p| p as i32);
+    let outcome = tokio::select! {
+        status = child.wait() => Ok(status),
+        _ = tokio::time::sleep(settings.timeout) => Err(false),
+        _ = kill.cancelled() => Err(true),
+    };
+    match outcome {
+        Ok(status) => {
+            // Reap anything the script left running in its group.
+            if let Some(pg) = pgid {
+                kill_group(pg, nix::sys::signal::Signal::SIGKILL);
+            }
+            let status = status.map_err(|e| fail(format!("waiting for build script: {e}")))?;
+            if status.success() {
+                log_line(log, "build script succeeded");
+                Ok(())
+            } else {
+                Err(fail(format!("build script {}", describe_status(status))))
+            }
+        }
+        Err(cancelled) => {
+            if let Some(pg) = pgid {
+                stop_group(pg, &mut child).await;
+            }
+            if cancelled {
+                Err(Failure {
+                    phase: Phase::Building,
+                    error: "build killed by shutdown".into(),
+                    cancelled: true,
+                })
+            } else {
+                Err(fail(format!(
+                    "build timed out after {} and was killed",
+                    crate::config::format_duration(settings.timeout)
+                )))
+            }
+        }
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "failed".into(),
+    }
+}
+
+fn kill_group(pgid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
+}
+
+/// TERM the group, wait up to [`KILL_GRACE`] for the script, then KILL the
+/// group (always, so stragglers that ignored TERM go too).
+async fn stop_group(pgid: i32, child: &mut tokio::process::Child) {
+    kill_group(pgid, nix::sys::signal::Signal::SIGTERM);
+    let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+    kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait().await;
+}

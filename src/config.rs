@@ -1,0 +1,859 @@
+//! The farm config file (`config.toml`): a superset of peipkg-config.toml.
+//!
+//! The file is parsed into raw serde structs that reject unknown keys, then
+//! validated once into [`Config`], whose fields cannot hold bad values
+//! (durations above their minimum, a known upload backend, ...). Every error
+//! names the file and the dotted key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A config error: the file, and what is wrong in it (key and problem).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// The validated farm config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// `[manager]`.
+    pub manager: Manager,
+    /// `[repo]`.
+    pub repo: RepoSettings,
+    /// `[signing].key_file`, if any.
+    pub signing_key_file: Option<PathBuf>,
+    /// `[upload]`.
+    pub upload: Upload,
+    /// `[http]`.
+    pub http: Http,
+    /// `[poll]`.
+    pub poll: Poll,
+    /// `[build]`.
+    pub build: Build,
+    /// `[backoff].schedule`: the wait after the 1st, 2nd, ... failure.
+    pub backoff: Vec<Duration>,
+    /// peipkg-manager's `[[signing_key]]` tables (used by the peipkg backend).
+    pub signing_keys: Vec<SigningKey>,
+    /// peipkg-manager's `[[grant]]` tables (used by the peipkg backend).
+    pub grants: Vec<Grant>,
+}
+
+/// `[manager]`: identity and paths.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    /// The farm id recorded in every index entry.
+    pub id: String,
+    /// Where recipes live.
+    pub recipes_dir: PathBuf,
+    /// farmhand's writable state.
+    pub state_dir: PathBuf,
+}
+
+/// `[repo]`: the repository's identity.
+#[derive(Debug, Clone)]
+pub struct RepoSettings {
+    /// Kebab-case repository name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+}
+
+/// `[upload]`: where the published repository is copied after each publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upload {
+    /// Keep it local.
+    None,
+    /// `rclone copy` in two passes to this remote.
+    Rclone {
+        /// The rclone destination, e.g. `r2:pkgs.example.org`.
+        remote: String,
+    },
+    /// Run this argv; `{repo_dir}` is substituted.
+    Command {
+        /// The argv.
+        argv: Vec<String>,
+    },
+}
+
+/// `[http]`.
+#[derive(Debug, Clone)]
+pub struct Http {
+    /// The listen address (`host:port`), `None` for no HTTP server.
+    pub addr: Option<String>,
+    /// The webhook secret file.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// `[poll]`.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// Poll interval of recipes that set none.
+    pub default_interval: Duration,
+    /// At most this many polls run at once.
+    pub concurrency: usize,
+    /// Time limit of one poll (`ls-remote`).
+    pub timeout: Duration,
+}
+
+/// Which tools fetch, build, package and publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildBackend {
+    /// farmhand's own pipeline.
+    Builtin,
+    /// `peipkg-build` and `peipkg-repo`, as peipkg-manager runs them.
+    Peipkg,
+}
+
+/// `[build]`.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// The backend.
+    pub backend: BuildBackend,
+    /// A build running longer is killed and counts as failed.
+    pub timeout: Duration,
+    /// How long shutdown waits for the in-flight build.
+    pub shutdown_grace: Duration,
+    /// Build logs kept per recipe.
+    pub keep_logs: usize,
+    /// Optional argv the build script is run through.
+    pub runner: Vec<String>,
+}
+
+/// A peipkg-manager `[[signing_key]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    /// Name referenced by grants.
+    #[serde(default)]
+    pub name: String,
+    /// Path to the Ed25519 private key.
+    #[serde(default)]
+    pub private: String,
+    /// Build-env variable that receives the public key in hex.
+    #[serde(default)]
+    pub pubkey_env: String,
+}
+
+/// A peipkg-manager `[[grant]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The recipe id.
+    #[serde(default)]
+    pub recipe: String,
+    /// Keys whose public hex is injected into the build env.
+    #[serde(default)]
+    pub inject_pubkey: Vec<String>,
+    /// Keys the recipe may sign binaries with.
+    #[serde(default)]
+    pub sign: Vec<String>,
+}
+
+/// The default backoff schedule: 1m, 5m, 15m, 1h, 6h, 24h.
+pub fn default_backoff() -> Vec<Duration> {
+    [60, 300, 900, 3600, 6 * 3600, 24 * 3600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    manager: Option<RawManager>,
+    repo: Option<RawRepo>,
+    #[serde(default)]
+    signing: RawSigning,
+    #[serde(default)]
+    upload: RawUpload,
+    #[serde(default)]
+    http: RawHttp,
+    poll: Option<RawPoll>,
+    #[serde(default)]
+    build: RawBuild,
+    #[serde(default)]
+    backoff: RawBackoff,
+    #[serde(default)]
+    signing_key: Vec<SigningKey>,
+    #[serde(default)]
+    grant: Vec<Grant>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawManager {
+    id: Option<String>,
+    recipes_dir: Option<String>,
+    state_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    key_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpload {
+    backend: Option<String>,
+    remote: Option<String>,
+    command: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    addr: Option<String>,
+    webhook_secret_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    default_interval: Option<String>,
+    concurrency: Option<i64>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    backend: Option<String>,
+    timeout: Option<String>,
+    shutdown_grace: Option<String>,
+    keep_logs: Option<i64>,
+    runner: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    schedule: Option<Vec<String>>,
+}
+
+/// Collects the first problem with its dotted key.
+struct Check<'a> {
+    path: &'a Path,
+}
+
+impl Check<'_> {
+    fn err(&self, message: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+
+    fn required(&self, v: Option<String>, key: &str) -> Result<String, ConfigError> {
+        match v {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            _ => Err(self.err(format!("{key}: is required"))),
+        }
+    }
+
+    fn duration(&self, v: &str, key: &str, min: Duration) -> Result<Duration, ConfigError> {
+        let d = parse_duration(v).map_err(|e| self.err(format!("{key}: {e}")))?;
+        if d < min {
+            return Err(self.err(format!(
+                "{key}: {v:?} is below the minimum of {}",
+                format_duration(min)
+            )));
+        }
+        Ok(d)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are taken
+    /// relative to the directory holding the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            message: format!("cannot read config: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is used for messages and
+    /// to resolve relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let c = Check { path };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| c.err(one_line_toml_error(&e)))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let resolve = |p: String| -> PathBuf {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+
+        let m = raw
+            .manager
+            .ok_or_else(|| c.err("[manager]: section is required"))?;
+        let manager = Manager {
+            id: c.required(m.id, "manager.id")?,
+            recipes_dir: resolve(c.required(m.recipes_dir, "manager.recipes_dir")?),
+            state_dir: resolve(c.required(m.state_dir, "manager.state_dir")?),
+        };
+        if !crate::fsutil::is_safe_component(&manager.id) {
+            return Err(c.err(format!(
+                "manager.id: {:?} must start with a letter or digit and hold only letters, digits and ._+-~",
+                manager.id
+            )));
+        }
+
+        let r = raw
+            .repo
+            .ok_or_else(|| c.err("[repo]: section is required"))?;
+        let name = c.required(r.name, "repo.name")?;
+        if !is_kebab_case(&name) {
+            return Err(c.err(format!(
+                "repo.name: {name:?} is not kebab-case (lowercase letters, digits and single hyphens, e.g. \"my-packages\")"
+            )));
+        }
+        let repo = RepoSettings {
+            name,
+            description: r.description,
+        };
+
+        let signing_key_file = raw
+            .signing
+            .key_file
+            .filter(|s| !s.trim().is_empty())
+            .map(resolve);
+
+        let upload = match raw.upload.backend.as_deref().unwrap_or("none") {
+            "" | "none" => Upload::None,
+            "rclone" => Upload::Rclone {
+                remote: c.required(raw.upload.remote, "upload.remote (backend = \"rclone\")")?,
+            },
+            "command" => {
+                let argv = raw.upload.command.unwrap_or_default();
+                if argv.is_empty() || argv[0].trim().is_empty() {
+                    return Err(c.err(
+                        "upload.command: is required and must name a program when backend = \"command\"",
+                    ));
+                }
+                Upload::Command { argv }
+            }
+            other => {
+                return Err(c.err(format!(
+                    "upload.backend: {other:?} is not one of \"none\", \"rclone\", \"command\""
+                )))
+            }
+        };
+
+        let addr = match raw.http.addr.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(a) => Some(normalize_addr(a).map_err(|e| c.err(format!("http.addr: {e}")))?),
+        };
+        let http = Http {
+            addr,
+            webhook_secret_file: raw
+                .http
+                .webhook_secret_file
+                .filter(|s| !s.trim().is_empty())
+                .map(resolve),
+        };
+
+        let p = raw
+            .poll
+            .ok_or_else(|| c.err("[poll]: section is required"))?;
+        let interval = c.required(p.default_interval, "poll.default_interval")?;
+        let poll = Poll {
+            default_interval: c.duration(&interval, "poll.default_interval", MIN_POLL_INTERVAL)?,
+            concurrency: match p.concurrency {
+                None => 4,
+                Some(n) if (1..=1024).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(c.err(format!("poll.concurrency: {n} is out of range (1 to 1024)")))
+                }
+            },
+            timeout: match p.timeout {
+                Some(t) => c.duration(&t, "poll.timeout", Duration::from_secs(1))?,
+                None => Duration::from_secs(120),
+            },
+        };
+
+        let b = raw.build;
+        let backend = match b.backend.as_deref().unwrap_or("builtin") {
+            "builtin" => BuildBackend::Builtin,
+            "peipkg" => BuildBackend::Peipkg,
+            other => {
+                return Err(c.err(format!(
+                    "build.backend: {other:?} is not one of \"builtin\", \"peipkg\""
+                )))
+            }
+        };
+        let build = Build {
+            backend,
+            timeout: match b.timeout {
+                Some(t) => c.duration(&t, "build.timeout", Duration::from_secs(1))?,
+                None => Duration::from_secs(4 * 3600),
+            },
+            shutdown_grace: match b.shutdown_grace {
+                Some(t) => c.duration(&t, "build.shutdown_grace", Duration::ZERO)?,
+                None => Duration::from_secs(30),
+            },
+            keep_logs: match b.keep_logs {
+                None => 10,
+                Some(n) if (1..=100_000).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(c.err(format!(
+                        "build.keep_logs: {n} is out of range (1 to 100000)"
+                    )))
+                }
+            },
+            runner: b.runner.unwrap_or_default(),
+        };
+        if build.runner.first().is_some_and(|s| s.trim().is_empty()) {
+            return Err(c.err("build.runner: the first element must name a program"));
+        }
+        if backend == BuildBackend::Peipkg && signing_key_file.is_none() {
+            return Err(c.err(
+                "signing.key_file: is required when build.backend = \"peipkg\" (peipkg-build and peipkg-repo sign everything)",
+            ));
+        }
+
+        let backoff = match raw.backoff.schedule {
+            None => default_backoff(),
+            Some(list) if list.is_empty() => {
+                return Err(c.err("backoff.schedule: must list at least one duration"))
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    c.duration(s, &format!("backoff.schedule[{i}]"), Duration::from_secs(1))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+
+        validate_peipkg_keys(&c, &raw.signing_key, &raw.grant)?;
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            manager,
+            repo,
+            signing_key_file,
+            upload,
+            http,
+            poll,
+            build,
+            backoff,
+            signing_keys: raw.signing_key,
+            grants: raw.grant,
+        })
+    }
+
+    /// `state_dir/repo`.
+    pub fn repo_dir(&self) -> PathBuf {
+        self.manager.state_dir.join("repo")
+    }
+
+    /// The wait after the `failures`-th consecutive failure (1-based); the
+    /// schedule's last entry repeats.
+    pub fn backoff_after(&self, failures: u32) -> Duration {
+        backoff_after(&self.backoff, failures)
+    }
+}
+
+/// The wait after the `failures`-th consecutive failure (1-based) in
+/// `schedule`; its last entry repeats.
+pub fn backoff_after(schedule: &[Duration], failures: u32) -> Duration {
+    let i = (failures.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
+    schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
+}
+
+/// The smallest poll interval accepted.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
+fn validate_peipkg_keys(
+    c: &Check,
+    keys: &[SigningKey],
+    grants: &[Grant],
+) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        if k.name.is_empty() {
+            return Err(c.err(format!("signing_key[{i}].name: is required")));
+        }
+        if names.insert(k.name.as_str(), k).is_some() {
+            return Err(c.err(format!(
+                "signing_key[{i}].name: duplicate name {:?}",
+                k.name
+            )));
+        }
+        if k.private.is_empty() {
+            return Err(c.err(format!(
+                "signing_key[{i}].private: is required (key {:?})",
+                k.name
+            )));
+        }
+    }
+    let mut recipes = std::collections::HashSet::new();
+    for (i, g) in grants.iter().enumerate() {
+        if g.recipe.is_empty() {
+            return Err(c.err(format!("grant[{i}].recipe: is required")));
+        }
+        if !recipes.insert(g.recipe.as_str()) {
+            return Err(c.err(format!(
+                "grant[{i}].recipe: duplicate recipe {:?}",
+                g.recipe
+            )));
+        }
+        for n in &g.inject_pubkey {
+            match names.get(n.as_str()) {
+                None => {
+                    return Err(c.err(format!(
+                        "grant[{i}].inject_pubkey: unknown signing key {n:?}"
+                    )))
+                }
+                Some(k) if k.pubkey_env.is_empty() => {
+                    return Err(c.err(format!(
+                        "grant[{i}].inject_pubkey: signing key {n:?} has no pubkey_env"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        for n in &g.sign {
+            if !names.contains_key(n.as_str()) {
+                return Err(c.err(format!("grant[{i}].sign: unknown signing key {n:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Folds toml's multi-line error (with its source excerpt) to one line that
+/// keeps the line/column and the message.
+pub fn one_line_toml_error(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(_) => {
+            let first = e.to_string();
+            let loc = first
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("TOML parse error at ")
+                .to_string();
+            format!("{loc}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+fn is_kebab_case(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Turns a Go-style listen address into one `std::net` parses:
+/// `:8080` means all interfaces.
+pub fn normalize_addr(a: &str) -> Result<String, String> {
+    let full = if let Some(port) = a.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        a.to_string()
+    };
+    match full.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(full),
+        Err(_) => {
+            // host names such as localhost:8080
+            let (host, port) = full
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{a:?} is not host:port"))?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(format!("{a:?} is not host:port"));
+            }
+            Ok(full)
+        }
+    }
+}
+
+/// Parses a Go-style duration: `90s`, `5m`, `1h30m`, `1.5h`, `300ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let orig = s;
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration (use e.g. \"90s\", \"5m\", \"1h30m\")".into());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.starts_with('-') {
+        return Err(format!("{orig:?} is negative"));
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let bad = || format!("{orig:?} is not a duration (use e.g. \"90s\", \"5m\", \"1h30m\")");
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_end);
+        if num.is_empty() || num == "." {
+            return Err(bad());
+        }
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = next;
+    }
+    if !total.is_finite() || total > 1e10 {
+        return Err(format!("{orig:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration the way Go prints it: `1m0s` style is avoided in
+/// favour of the shortest exact form (`90s`, `5m`, `1h30m`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut s = d.as_secs();
+    if s == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= size {
+            out.push_str(&format!("{}{unit}", s / size));
+            s %= size;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[manager]
+id = "farm-1"
+recipes_dir = "/etc/farmhand/recipes"
+state_dir = "/var/lib/farmhand"
+[repo]
+name = "my-packages"
+[poll]
+default_interval = "1h"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/farmhand/config.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.manager.id, "farm-1");
+        assert_eq!(c.poll.default_interval, Duration::from_secs(3600));
+        assert_eq!(c.poll.concurrency, 4);
+        assert_eq!(c.build.backend, BuildBackend::Builtin);
+        assert_eq!(c.build.timeout, Duration::from_secs(4 * 3600));
+        assert_eq!(c.build.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.build.keep_logs, 10);
+        assert_eq!(c.upload, Upload::None);
+        assert!(c.http.addr.is_none());
+        assert_eq!(c.backoff, default_backoff());
+        assert_eq!(c.backoff_after(1), Duration::from_secs(60));
+        assert_eq!(c.backoff_after(99), Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn peipkg_manager_sample_loads_unchanged() {
+        let text = r#"
+[manager]
+id = "peios-build-1"
+recipes_dir = "/etc/peipkg-manager/recipes"
+state_dir = "/var/lib/peipkg-manager"
+[repo]
+name = "peios-official"
+description = "Official Peios package repository"
+[signing]
+key_file = "/etc/peipkg-manager/farm.ed25519"
+[upload]
+backend = "rclone"
+remote = "r2:pkgs.peios.org"
+[http]
+addr = ":8080"
+webhook_secret_file = "/etc/peipkg-manager/webhook-secret"
+[poll]
+default_interval = "1h"
+[[signing_key]]
+name = "tcb"
+private = "/etc/peipkg-manager/tcb.ed25519"
+pubkey_env = "PKM_KACS_TCB_PUBKEY_HEX"
+[[grant]]
+recipe = "kernel"
+inject_pubkey = ["tcb"]
+sign = ["tcb"]
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.http.addr.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(
+            c.upload,
+            Upload::Rclone {
+                remote: "r2:pkgs.peios.org".into()
+            }
+        );
+        assert_eq!(c.grants.len(), 1);
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let text = include_str!("../packaging/config.example.toml");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[manager]\nid='x'\nfoo=1\n", "unknown field `foo`"),
+            ("", "[manager]: section is required"),
+            (
+                &MINIMAL.replace("id = \"farm-1\"", "id = \"farm-1\"\nrecipe_dir = \"x\""),
+                "unknown field `recipe_dir`",
+            ),
+            (
+                &MINIMAL.replace("\"1h\"", "\"30s\""),
+                "poll.default_interval: \"30s\" is below the minimum of 1m",
+            ),
+            (
+                &MINIMAL.replace("\"1h\"", "\"soon\""),
+                "poll.default_interval: \"soon\" is not a duration",
+            ),
+            (&MINIMAL.replace("\"1h\"", "60"), "invalid type"),
+            (&MINIMAL.replace("my-packages", "My_Packages"), "repo.name"),
+            (
+                &format!("{MINIMAL}[upload]\nbackend = \"s3\"\n"),
+                "upload.backend: \"s3\"",
+            ),
+            (
+                &format!("{MINIMAL}[upload]\nbackend = \"rclone\"\n"),
+                "upload.remote",
+            ),
+            (
+                &format!("{MINIMAL}[upload]\nbackend = \"command\"\n"),
+                "upload.command",
+            ),
+            (
+                &format!("{MINIMAL}[build]\nbackend = \"peipkg\"\n"),
+                "signing.key_file",
+            ),
+            (
+                &format!("{MINIMAL}[build]\ntimeout = \"0s\"\n"),
+                "build.timeout",
+            ),
+            (
+                &format!("{MINIMAL}[build]\nkeep_logs = 0\n"),
+                "build.keep_logs",
+            ),
+            (
+                &format!("{MINIMAL}[backoff]\nschedule = []\n"),
+                "backoff.schedule",
+            ),
+            (
+                &format!("{MINIMAL}[backoff]\nschedule = [\"1m\", \"x\"]\n"),
+                "backoff.schedule[1]",
+            ),
+            (&format!("{MINIMAL}[http]\naddr = \"nope\"\n"), "http.addr"),
+            (
+                &format!("{MINIMAL}[[grant]]\nrecipe = \"k\"\nsign = [\"nokey\"]\n"),
+                "grant[0].sign: unknown signing key",
+            ),
+            (
+                &format!("{MINIMAL}[[signing_key]]\nname = \"a\"\n"),
+                "signing_key[0].private",
+            ),
+            ("[manager\n", "line 1"),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.starts_with("/etc/farmhand/config.toml: "), "{e}");
+            assert!(e.contains(want), "error {e:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_dir() {
+        let c = Config::parse(
+            Path::new("/srv/farm/config.toml"),
+            &MINIMAL
+                .replace("/etc/farmhand/recipes", "recipes")
+                .replace("/var/lib/farmhand", "state"),
+        )
+        .unwrap();
+        assert_eq!(c.manager.recipes_dir, Path::new("/srv/farm/recipes"));
+        assert_eq!(c.manager.state_dir, Path::new("/srv/farm/state"));
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok = [
+            ("90s", 90_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("24h", 86_400_000),
+            ("1.5h", 5_400_000),
+            ("300ms", 300),
+            ("0", 0),
+            ("2m30s", 150_000),
+        ];
+        for (s, ms) in ok {
+            assert_eq!(parse_duration(s).unwrap().as_millis(), ms, "{s}");
+        }
+        for bad in ["", "5", "m", "5x", "-5m", "1h-5m", "."] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+}

@@ -1,0 +1,457 @@
+//! Wires the pieces together: `--check`, `--once`, the daemon, reload and
+//! shutdown.
+//!
+//! The daemon owns the roster and publishes it to the scheduler, the
+//! worker and the HTTP server through a `watch` channel; SIGHUP replaces
+//! it. A single `CancellationToken` carries shutdown: the scheduler stops
+//! polling, the worker finishes (or, after `shutdown_grace`, kills) the
+//! in-flight build, the HTTP server drains, and the process exits 0.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{format_duration, Config};
+use crate::http::{self, HttpState, Secret};
+use crate::poller::{self, Scheduler};
+use crate::queue::BackoffBook;
+use crate::recipe::{self, Roster};
+use crate::repo::{self, Repo, RepoConfig};
+use crate::status::{Health, Status};
+use crate::systemd;
+use crate::worker::{self, Worker};
+
+/// Why the program stops with an error, and its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// Bad flags or an invalid config: exit 2.
+    #[error("{0}")]
+    Config(String),
+    /// Anything that goes wrong at run time: exit 1.
+    #[error("{0:#}")]
+    Runtime(anyhow::Error),
+}
+
+impl Fatal {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Fatal::Config(_) => 2,
+            Fatal::Runtime(_) => 1,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Fatal {
+    fn from(e: anyhow::Error) -> Fatal {
+        Fatal::Runtime(e)
+    }
+}
+
+/// Loads the config; an error is a config error (exit 2).
+pub fn load_config(path: &Path) -> Result<Config, Fatal> {
+    Config::load(path).map_err(|e| Fatal::Config(e.to_string()))
+}
+
+/// Problems that make a roster unusable as configured (beyond invalid
+/// recipes, which are listed separately).
+fn roster_problems(cfg: &Config, roster: &Roster) -> Vec<String> {
+    let mut p = Vec::new();
+    if roster.any_webhook() && cfg.http.webhook_secret_file.is_none() {
+        let ids: Vec<_> = roster
+            .recipes
+            .values()
+            .filter(|r| r.watch.github_webhook)
+            .map(|r| r.id.as_str())
+            .collect();
+        p.push(format!(
+            "{}: http.webhook_secret_file: is required because recipes accept webhooks ({}); unsigned webhooks are never accepted",
+            cfg.path.display(),
+            ids.join(", ")
+        ));
+    }
+    p
+}
+
+/// `--check`: prints the roster and every problem; returns the exit code.
+pub fn check(config_path: &Path) -> i32 {
+    let cfg = match load_config(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("invalid config: {e}");
+            return 2;
+        }
+    };
+    let roster = match recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("invalid config: {e}");
+            return 2;
+        }
+    };
+    let mut problems = roster_problems(&cfg, &roster);
+    if let Some(f) = &cfg.http.webhook_secret_file {
+        if roster.any_webhook() {
+            if let Err(e) = read_secret(f) {
+                problems.push(e);
+            }
+        }
+    }
+    println!(
+        "farm {}: {} recipes in {} ({} valid, {} invalid)",
+        cfg.manager.id,
+        roster.recipes.len() + roster.invalid.len(),
+        cfg.manager.recipes_dir.display(),
+        roster.recipes.len(),
+        roster.invalid.len()
+    );
+    let rows: Vec<[String; 4]> = roster
+        .recipes
+        .values()
+        .map(|r| {
+            let (up, interval) = match &r.upstream {
+                Some(u) => (u.git.clone(), format_duration(r.watch.poll_interval)),
+                None => ("(none: not auto-built)".into(), "-".into()),
+            };
+            let hook = if r.watch.github_webhook { "on" } else { "off" };
+            [r.id.clone(), up, interval, hook.into()]
+        })
+        .collect();
+    let head = ["RECIPE", "UPSTREAM", "INTERVAL", "WEBHOOK"].map(String::from);
+    let mut widths = head.clone().map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(rows.iter()) {
+        println!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    for (id, e) in &roster.invalid {
+        problems.push(format!("recipe {id} invalid: {e}"));
+    }
+    if problems.is_empty() {
+        println!("ok: config and all recipes are valid");
+        0
+    } else {
+        println!("{} problem(s):", problems.len());
+        for p in &problems {
+            println!("  {p}");
+        }
+        2
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Arc<[u8]>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read webhook secret: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let trimmed = text.trim_end();
+    if trimmed.is_empty() {
+        return Err(format!(
+            "{}: webhook secret file is empty; unsigned webhooks are never accepted",
+            path.display()
+        ));
+    }
+    Ok(Arc::from(trimmed.as_bytes()))
+}
+
+fn log_invalid(roster: &Roster) {
+    for (id, e) in &roster.invalid {
+        error!(recipe = %id, err = %e, "recipe invalid");
+    }
+}
+
+/// What both modes set up before running.
+struct Farm {
+    cfg: Arc<Config>,
+    roster: Roster,
+    repo: Repo,
+    book: BackoffBook,
+    status: Arc<Status>,
+    health: Arc<Health>,
+}
+
+async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
+    info!(farm_id = %cfg.manager.id, mode, version = env!("CARGO_PKG_VERSION"), config = %cfg.path.display(), "farmhand starting");
+    let roster = recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval)
+        .map_err(|e| Fatal::Config(e.to_string()))?;
+    let problems = roster_problems(&cfg, &roster);
+    if let Some(p) = problems.first() {
+        return Err(Fatal::Config(p.clone()));
+    }
+    info!(count = roster.recipes.len(), invalid = roster.invalid.len(), dir = %cfg.manager.recipes_dir.display(), "recipe roster loaded");
+    log_invalid(&roster);
+
+    let state = cfg.manager.state_dir.clone();
+    for d in [state.clone(), state.join("logs"), state.join("git")] {
+        std::fs::create_dir_all(&d).with_context(|| {
+            format!(
+                "state_dir {}: cannot create {}",
+                state.display(),
+                d.display()
+            )
+        })?;
+    }
+    tempfile::tempfile_in(&state)
+        .with_context(|| format!("state_dir {} is not writable", state.display()))?;
+    for d in worker::ephemeral_dirs(&cfg) {
+        if d.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                warn!(dir = %d.display(), err = %e, "clear staging dir failed");
+            }
+        }
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+
+    let signer = match &cfg.signing_key_file {
+        Some(p) => Some(
+            repo::load_signing_key(p)
+                .with_context(|| "signing.key_file is unusable".to_string())?,
+        ),
+        None => None,
+    };
+    let rc = RepoConfig {
+        dir: cfg.repo_dir(),
+        name: cfg.repo.name.clone(),
+        description: cfg.repo.description.clone(),
+        farm_id: cfg.manager.id.clone(),
+    };
+    let repo = tokio::task::spawn_blocking(move || Repo::open(rc, signer))
+        .await
+        .context("repository task failed")?
+        .context("cannot open the repository")?;
+
+    let (book, book_err) = BackoffBook::load(&state.join("state.json"), cfg.backoff.clone());
+    if let Some(e) = book_err {
+        error!(err = %e, "backoff book unreadable");
+    }
+    let status = Arc::new(Status::new(&cfg.manager.id));
+    status.set_roster(roster.ids(), roster.invalid.clone());
+    Ok(Farm {
+        cfg: Arc::new(cfg),
+        roster,
+        repo,
+        book,
+        status,
+        health: Arc::new(Health::default()),
+    })
+}
+
+/// `--once`: poll every recipe, build and publish what is new, exit.
+pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
+    let farm = prepare(cfg, "once").await?;
+    let cancel = CancellationToken::new();
+    spawn_signal_stop(cancel.clone());
+    let (roster_tx, roster_rx) = watch::channel(Arc::new(farm.roster));
+    let (wtx, wrx) = mpsc::channel(1024);
+    let w = Worker::new(
+        farm.cfg.clone(),
+        worker::build_settings(&farm.cfg),
+        farm.repo,
+        farm.book,
+        farm.status.clone(),
+        farm.health.clone(),
+        roster_rx,
+        None,
+        cancel.clone(),
+    );
+    let worker_task = tokio::spawn(w.run(wrx));
+    let roster = roster_tx.borrow().clone();
+    poller::poll_all_once(
+        &roster,
+        farm.cfg.poll.concurrency,
+        farm.cfg.poll.timeout,
+        &wtx,
+        &farm.status,
+        &cancel,
+    )
+    .await;
+    let _ = wtx.send(worker::WorkerMsg::Drain).await;
+    drop(wtx);
+    if let Err(e) = worker_task.await {
+        error!(err = %e, "manager.Run returned non-cancel error");
+        return Err(Fatal::Runtime(anyhow::anyhow!("build worker failed: {e}")));
+    }
+    let j: serde_json::Value = serde_json::from_slice(&farm.status.json()).unwrap_or_default();
+    info!(
+        builds_attempted = %j["builds_attempted"],
+        builds_succeeded = %j["builds_succeeded"],
+        builds_failed = %j["builds_failed"],
+        "sweep complete"
+    );
+    Ok(())
+}
+
+fn spawn_signal_stop(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+        cancel.cancel();
+    });
+}
+
+/// The daemon: runs until SIGTERM/SIGINT.
+pub async fn run_daemon(cfg: Config) -> Result<(), Fatal> {
+    // Signal handlers first, so a SIGHUP during start-up is not fatal.
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+
+    let farm = prepare(cfg, "daemon").await?;
+    let cfg = farm.cfg.clone();
+    let secret: Secret = Arc::new(RwLock::new(None));
+    if let Some(f) = &cfg.http.webhook_secret_file {
+        match read_secret(f) {
+            Ok(s) => *secret.write().unwrap_or_else(|p| p.into_inner()) = Some(s),
+            Err(e) if farm.roster.any_webhook() => return Err(Fatal::Runtime(anyhow::anyhow!(e))),
+            Err(e) => warn!(err = %e, "webhook secret unusable; every webhook will be refused"),
+        }
+    }
+    let listener = match &cfg.http.addr {
+        Some(a) => Some(http::bind(a).await.map_err(|e| Fatal::Runtime(e.into()))?),
+        None => None,
+    };
+
+    let cancel = CancellationToken::new();
+    let (roster_tx, roster_rx) = watch::channel(Arc::new(farm.roster));
+    let (wtx, wrx) = mpsc::channel(1024);
+    let (ptx, prx) = mpsc::channel(1024);
+    let status = farm.status.clone();
+    let health = farm.health.clone();
+    health.beat(crate::status::Loop::Scheduler);
+    health.beat(crate::status::Loop::Worker);
+
+    let w = Worker::new(
+        cfg.clone(),
+        worker::build_settings(&cfg),
+        farm.repo,
+        farm.book,
+        status.clone(),
+        health.clone(),
+        roster_rx.clone(),
+        Some(ptx.clone()),
+        cancel.clone(),
+    );
+    let worker_task = tokio::spawn(w.run(wrx));
+    let sched = Scheduler {
+        roster: roster_rx.clone(),
+        requests: prx,
+        worker: wtx.clone(),
+        status: status.clone(),
+        health: health.clone(),
+        concurrency: cfg.poll.concurrency,
+        timeout: cfg.poll.timeout,
+        cancel: cancel.clone(),
+    };
+    let sched_task = tokio::spawn(sched.run());
+    let http_task = listener.map(|l| {
+        let st = Arc::new(HttpState::new(
+            status.clone(),
+            health.clone(),
+            roster_rx.clone(),
+            secret.clone(),
+            ptx.clone(),
+            cancel.clone(),
+        ));
+        tokio::spawn(http::serve(l, st))
+    });
+
+    // systemd: ready once the roster is loaded and the listener bound.
+    let mut summary = status.summary();
+    systemd::ready(&summary.borrow_and_update().clone());
+    let watchdog = systemd::watchdog_interval()
+        .map(|iv| tokio::spawn(systemd::watchdog(iv, health.clone(), cancel.clone())));
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                systemd::reloading();
+                reload(&cfg, &roster_tx, &secret, &status).await;
+                systemd::ready(&summary.borrow_and_update().clone());
+            }
+            _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
+            _ = int.recv() => { info!(signal = "SIGINT", "shutting down"); break; }
+            r = summary.changed() => {
+                if r.is_ok() { systemd::status(&summary.borrow_and_update().clone()); }
+            }
+        }
+    }
+    systemd::stopping();
+    cancel.cancel();
+    let mut failed = false;
+    if let Err(e) = worker_task.await {
+        error!(err = %e, "manager.Run returned non-cancel error");
+        failed = true;
+    }
+    let _ = sched_task.await;
+    if let Some(h) = http_task {
+        let _ = h.await;
+    }
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
+    if failed {
+        return Err(Fatal::Runtime(anyhow::anyhow!("the build worker failed")));
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Re-reads recipes_dir and the webhook secret; publishes the new roster.
+async fn reload(
+    cfg: &Config,
+    roster_tx: &watch::Sender<Arc<Roster>>,
+    secret: &Secret,
+    status: &Status,
+) {
+    let dir = cfg.manager.recipes_dir.clone();
+    let interval = cfg.poll.default_interval;
+    let loaded = tokio::task::spawn_blocking(move || recipe::load_roster(&dir, interval)).await;
+    let roster = match loaded {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            error!(err = %e, "recipes reload failed; keeping the current roster");
+            return;
+        }
+        Err(e) => {
+            error!(err = %e, "recipes reload failed; keeping the current roster");
+            return;
+        }
+    };
+    for p in roster_problems(cfg, &roster) {
+        error!(err = %p, "reload problem");
+    }
+    log_invalid(&roster);
+    if let Some(f) = &cfg.http.webhook_secret_file {
+        match read_secret(f) {
+            Ok(s) => *secret.write().unwrap_or_else(|p| p.into_inner()) = Some(s),
+            Err(e) => error!(err = %e, "webhook secret not reloaded; keeping the current one"),
+        }
+    }
+    status.set_roster(roster.ids(), roster.invalid.clone());
+    info!(count = roster.recipes.len(), invalid = roster.invalid.len(), dir = %cfg.manager.recipes_dir.display(), "recipes reloaded");
+    roster_tx.send_replace(Arc::new(roster));
+}

@@ -1,0 +1,80 @@
+//! Small filesystem helpers shared by the repository, the backoff book and
+//! the build logs: atomic replacement and path-safe names.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Replaces `path` with `bytes` atomically: the data goes to a temporary
+/// file in the same directory, is fsynced, renamed over `path`, and the
+/// directory is fsynced so the rename itself survives a crash. A reader sees
+/// either the old content or the new, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so that renames and creations inside it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Moves `from` to `to` durably: `from` is fsynced, renamed, and the
+/// destination directory fsynced. Both must be on the same filesystem.
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    File::open(from)?.sync_all()?;
+    fs::rename(from, to)?;
+    if let Some(dir) = to.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// True when `s` is safe to use as a single path component: non-empty,
+/// starts with an ASCII letter or digit, and holds only ASCII letters,
+/// digits and `._+-~`. Tags, versions, recipe ids and package names are
+/// checked with this before they reach a path, so none can escape the
+/// directory they are joined to.
+pub fn is_safe_component(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-' | '~'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn safe_components() {
+        for ok in ["libz", "1.3.2-1", "a+b~c_d.e", "0"] {
+            assert!(is_safe_component(ok), "{ok}");
+        }
+        for bad in [
+            "", ".", "..", "../x", "a/b", ".hidden", "-x", "v1;rm", "a b", "é",
+        ] {
+            assert!(!is_safe_component(bad), "{bad}");
+        }
+    }
+}

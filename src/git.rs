@@ -1,0 +1,761 @@
+//! git through libgit2: list remote tags without cloning, fetch exactly one
+//! tag into a per-recipe object cache, export its tree with no `.git`
+//! anywhere (submodules included when asked), and read the commit time.
+//!
+//! Everything here blocks; callers run it with `spawn_blocking`. Every
+//! network operation has a deadline, checked by libgit2's socket timeouts
+//! and by the transfer callbacks, and can be cancelled through an
+//! [`Abort`] flag.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use git2::{
+    AutotagOption, Direction, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository,
+    TreeWalkMode,
+};
+
+/// A git failure, naming the upstream and what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// libgit2 reported an error.
+    #[error("{what} {url}: {source}")]
+    Git {
+        /// What was being done.
+        what: &'static str,
+        /// The upstream URL.
+        url: String,
+        /// libgit2's error.
+        source: git2::Error,
+    },
+    /// The deadline passed.
+    #[error("{what} {url}: timed out after {}s", .after.as_secs())]
+    Timeout {
+        /// What was being done.
+        what: &'static str,
+        /// The upstream URL.
+        url: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The operation was cancelled (shutdown).
+    #[error("{what} {url}: cancelled")]
+    Cancelled {
+        /// What was being done.
+        what: &'static str,
+        /// The upstream URL.
+        url: String,
+    },
+    /// The tag is not in the upstream.
+    #[error("tag {tag:?} not found in {url}")]
+    TagNotFound {
+        /// The upstream URL.
+        url: String,
+        /// The tag.
+        tag: String,
+    },
+    /// The tree holds something that must not be written.
+    #[error("refusing to export {url} {tag}: {reason}")]
+    UnsafeTree {
+        /// The upstream URL.
+        url: String,
+        /// The tag.
+        tag: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing the exported tree failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A cancellation flag shared with a blocking git operation.
+#[derive(Debug, Clone, Default)]
+pub struct Abort(Arc<AtomicBool>);
+
+impl Abort {
+    /// A fresh, unset flag.
+    pub fn new() -> Abort {
+        Abort::default()
+    }
+    /// Asks the operation to stop at its next callback.
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Has `abort` been called?
+    pub fn is_aborted(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a fetch brought back.
+#[derive(Debug, Clone)]
+pub struct FetchedSource {
+    /// The commit the tag points at.
+    pub commit: String,
+    /// Its committer time, seconds since the epoch (SOURCE_DATE_EPOCH).
+    pub commit_time: i64,
+    /// Objects received over the wire for this fetch (0 when the cache
+    /// already had everything).
+    pub received_objects: usize,
+    /// Bytes received over the wire.
+    pub received_bytes: usize,
+}
+
+fn init_libgit2() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Socket-level limits so a silent server cannot hold a thread forever.
+        // SAFETY-free: these are plain global option setters.
+        let _ = unsafe { git2::opts::set_server_connect_timeout_in_milliseconds(30_000) };
+        let _ = unsafe { git2::opts::set_server_timeout_in_milliseconds(60_000) };
+    });
+}
+
+fn callbacks<'a>(
+    deadline: Instant,
+    abort: &'a Abort,
+    timed_out: &'a AtomicBool,
+) -> RemoteCallbacks<'a> {
+    let mut cb = RemoteCallbacks::new();
+    cb.transfer_progress(move |_| {
+        if abort.is_aborted() {
+            return false;
+        }
+        if Instant::now() > deadline {
+            timed_out.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    });
+    cb.sideband_progress(move |_| !abort.is_aborted() && Instant::now() <= deadline);
+    cb
+}
+
+/// Lists the tag names of a remote without cloning it (`git ls-remote
+/// --tags`). Peeled `^{}` entries are folded into their tag.
+pub fn list_tags(url: &str, timeout: Duration, abort: &Abort) -> Result<Vec<String>, GitError> {
+    init_libgit2();
+    let what = "ls-remote";
+    let start = Instant::now();
+    let gerr = |source| GitError::Git {
+        what,
+        url: url.to_string(),
+        source,
+    };
+    let mut remote = git2::Remote::create_detached(url.to_string()).map_err(gerr)?;
+    let deadline = start + timeout;
+    let timed_out = AtomicBool::new(false);
+    let cb = callbacks(deadline, abort, &timed_out);
+    let conn = remote
+        .connect_auth(Direction::Fetch, Some(cb), None)
+        .map_err(|e| classify(e, what, url, start, timeout, abort))?;
+    let heads = conn
+        .list()
+        .map_err(|e| classify(e, what, url, start, timeout, abort))?;
+    let mut tags: Vec<String> = heads
+        .iter()
+        .filter_map(|h| h.name().strip_prefix("refs/tags/"))
+        .map(|t| t.strip_suffix("^{}").unwrap_or(t).to_string())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    Ok(tags)
+}
+
+fn classify(
+    e: git2::Error,
+    what: &'static str,
+    url: &str,
+    start: Instant,
+    timeout: Duration,
+    abort: &Abort,
+) -> GitError {
+    if abort.is_aborted() {
+        GitError::Cancelled {
+            what,
+            url: url.to_string(),
+        }
+    } else if start.elapsed() >= timeout
+        || e.class() == git2::ErrorClass::Net && e.message().contains("timed out")
+    {
+        GitError::Timeout {
+            what,
+            url: url.to_string(),
+            after: timeout,
+        }
+    } else {
+        GitError::Git {
+            what,
+            url: url.to_string(),
+            source: e,
+        }
+    }
+}
+
+/// Opens (or creates) the bare object cache for one upstream.
+fn open_cache(cache: &Path) -> Result<Repository, GitError> {
+    let gerr = |source| GitError::Git {
+        what: "open cache",
+        url: cache.display().to_string(),
+        source,
+    };
+    match Repository::open_bare(cache) {
+        Ok(r) => Ok(r),
+        Err(_) => {
+            std::fs::create_dir_all(cache).map_err(|source| GitError::Io {
+                path: cache.to_path_buf(),
+                source,
+            })?;
+            Repository::init_bare(cache).map_err(gerr)
+        }
+    }
+}
+
+fn is_local(url: &str) -> bool {
+    url.starts_with('/')
+        || url.starts_with("file://")
+        || url.starts_with("./")
+        || url.starts_with("../")
+}
+
+/// Fetches `refspecs` from `url` into `repo`, shallow when the transport
+/// supports it.
+fn fetch_into(
+    repo: &Repository,
+    url: &str,
+    refspecs: &[String],
+    depth: i32,
+    deadline: Instant,
+    timeout: Duration,
+    abort: &Abort,
+) -> Result<(usize, usize), GitError> {
+    let what = "fetch";
+    let start = deadline - timeout;
+    let mut remote = repo.remote_anonymous(url).map_err(|source| GitError::Git {
+        what,
+        url: url.to_string(),
+        source,
+    })?;
+    let timed_out = AtomicBool::new(false);
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks(deadline, abort, &timed_out));
+    opts.download_tags(AutotagOption::None);
+    // libgit2's local transport does not do shallow fetches; a local
+    // upstream is cheap to fetch in full and only new objects are copied.
+    if depth > 0 && !is_local(url) {
+        opts.depth(depth);
+    }
+    remote.fetch(refspecs, Some(&mut opts), None).map_err(|e| {
+        if timed_out.load(Ordering::SeqCst) {
+            GitError::Timeout {
+                what,
+                url: url.to_string(),
+                after: timeout,
+            }
+        } else {
+            classify(e, what, url, start, timeout, abort)
+        }
+    })?;
+    let stats = remote.stats();
+    Ok((stats.received_objects(), stats.received_bytes()))
+}
+
+/// Fetches exactly `tag` from `url` into the object cache at `cache` and
+/// exports its tree into `dest` (which must not exist yet). With
+/// `submodules`, gitlinks are fetched and exported recursively.
+pub fn fetch_tag(
+    cache: &Path,
+    url: &str,
+    tag: &str,
+    dest: &Path,
+    submodules: bool,
+    timeout: Duration,
+    abort: &Abort,
+) -> Result<FetchedSource, GitError> {
+    init_libgit2();
+    let deadline = Instant::now() + timeout;
+    let repo = open_cache(cache)?;
+    let refname = format!("refs/tags/{tag}");
+    let (objects, bytes) = fetch_into(
+        &repo,
+        url,
+        &[format!("+{refname}:{refname}")],
+        1,
+        deadline,
+        timeout,
+        abort,
+    )?;
+    let gerr = |source| GitError::Git {
+        what: "resolve tag",
+        url: url.to_string(),
+        source,
+    };
+    let reference = repo
+        .find_reference(&refname)
+        .map_err(|_| GitError::TagNotFound {
+            url: url.to_string(),
+            tag: tag.to_string(),
+        })?;
+    let commit = reference.peel_to_commit().map_err(gerr)?;
+    let ctx = Export {
+        url,
+        tag,
+        cache_root: cache.parent().unwrap_or(cache),
+        submodules,
+        deadline,
+        timeout,
+        abort,
+    };
+    std::fs::create_dir_all(dest).map_err(|source| GitError::Io {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    ctx.export_commit(&repo, url, commit.id(), dest, 0)?;
+    let commit_time = commit.committer().when().seconds();
+    let fetched = FetchedSource {
+        commit: commit.id().to_string(),
+        commit_time,
+        received_objects: objects,
+        received_bytes: bytes,
+    };
+    Ok(fetched)
+}
+
+struct Export<'a> {
+    url: &'a str,
+    tag: &'a str,
+    cache_root: &'a Path,
+    submodules: bool,
+    deadline: Instant,
+    timeout: Duration,
+    abort: &'a Abort,
+}
+
+impl Export<'_> {
+    fn unsafe_tree(&self, reason: String) -> GitError {
+        GitError::UnsafeTree {
+            url: self.url.to_string(),
+            tag: self.tag.to_string(),
+            reason,
+        }
+    }
+
+    fn export_commit(
+        &self,
+        repo: &Repository,
+        repo_url: &str,
+        commit: Oid,
+        dest: &Path,
+        depth: usize,
+    ) -> Result<(), GitError> {
+        if depth > 8 {
+            return Err(self.unsafe_tree("submodules nested more than 8 deep".into()));
+        }
+        let gerr = |source| GitError::Git {
+            what: "read tree",
+            url: repo_url.to_string(),
+            source,
+        };
+        let tree = repo
+            .find_commit(commit)
+            .map_err(gerr)?
+            .tree()
+            .map_err(gerr)?;
+        let mut gitlinks: Vec<(String, Oid)> = Vec::new();
+        let mut failure: Option<GitError> = None;
+        tree.walk(TreeWalkMode::PreOrder, |root, entry| {
+            let Ok(name) = entry.name() else {
+                failure = Some(self.unsafe_tree(format!("non-UTF-8 name under {root:?}")));
+                return git2::TreeWalkResult::Abort;
+            };
+            if name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains('/')
+                || name.contains('\0')
+                || name.eq_ignore_ascii_case(".git")
+            {
+                failure = Some(self.unsafe_tree(format!("entry {root}{name:?} is not allowed")));
+                return git2::TreeWalkResult::Abort;
+            }
+            let rel = format!("{root}{name}");
+            let path = dest.join(&rel);
+            let io = |source| GitError::Io {
+                path: path.clone(),
+                source,
+            };
+            let result = match entry.kind() {
+                Some(ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(io),
+                Some(ObjectType::Blob) => write_blob(repo, entry.id(), entry.filemode(), &path)
+                    .map_err(|e| match e {
+                        BlobError::Git(source) => gerr(source),
+                        BlobError::Io(source) => io(source),
+                    }),
+                Some(ObjectType::Commit) => {
+                    gitlinks.push((rel.clone(), entry.id()));
+                    std::fs::create_dir_all(&path).map_err(io)
+                }
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => git2::TreeWalkResult::Ok,
+                Err(e) => {
+                    failure = Some(e);
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        })
+        .map_err(gerr)
+        .ok();
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !self.submodules || gitlinks.is_empty() {
+            return Ok(());
+        }
+        let modules = read_gitmodules(repo, &tree);
+        for (path, oid) in gitlinks {
+            let Some(sub_url) = modules.iter().find(|(p, _)| *p == path).map(|(_, u)| u) else {
+                return Err(
+                    self.unsafe_tree(format!("submodule at {path:?} has no url in .gitmodules"))
+                );
+            };
+            let sub_url = resolve_submodule_url(repo_url, sub_url);
+            let cache = self
+                .cache_root
+                .join("submodules")
+                .join(cache_name(&sub_url));
+            let sub = open_cache(&cache)?;
+            if sub.find_commit(oid).is_err() {
+                // Ask for the commit itself first (servers allow fetching a
+                // reachable sha); fall back to all branches and tags.
+                let direct = fetch_into(
+                    &sub,
+                    &sub_url,
+                    &[format!("+{oid}:refs/farmhand/{oid}")],
+                    1,
+                    self.deadline,
+                    self.timeout,
+                    self.abort,
+                );
+                if direct.is_err() || sub.find_commit(oid).is_err() {
+                    fetch_into(
+                        &sub,
+                        &sub_url,
+                        &[
+                            "+refs/heads/*:refs/remotes/origin/*".to_string(),
+                            "+refs/tags/*:refs/tags/*".to_string(),
+                        ],
+                        0,
+                        self.deadline,
+                        self.timeout,
+                        self.abort,
+                    )?;
+                }
+            }
+            if sub.find_commit(oid).is_err() {
+                return Err(self.unsafe_tree(format!(
+                    "submodule {path:?} commit {oid} not found in {sub_url}"
+                )));
+            }
+            self.export_commit(&sub, &sub_url, oid, &dest.join(&path), depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+enum BlobError {
+    Git(git2::Error),
+    Io(std::io::Error),
+}
+
+fn write_blob(repo: &Repository, id: Oid, mode: i32, path: &Path) -> Result<(), BlobError> {
+    use std::os::unix::fs::PermissionsExt;
+    let blob = repo.find_blob(id).map_err(BlobError::Git)?;
+    if mode == 0o120000 {
+        let target = std::ffi::OsStr::new(std::str::from_utf8(blob.content()).map_err(|_| {
+            BlobError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "symlink target is not UTF-8",
+            ))
+        })?);
+        return std::os::unix::fs::symlink(target, path).map_err(BlobError::Io);
+    }
+    std::fs::write(path, blob.content()).map_err(BlobError::Io)?;
+    let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perm)).map_err(BlobError::Io)
+}
+
+/// (path, url) pairs from the tree's `.gitmodules`.
+fn read_gitmodules(repo: &Repository, tree: &git2::Tree) -> Vec<(String, String)> {
+    let Ok(entry) = tree.get_path(Path::new(".gitmodules")) else {
+        return Vec::new();
+    };
+    let Ok(blob) = repo.find_blob(entry.id()) else {
+        return Vec::new();
+    };
+    let Ok(tmp) = tempfile::NamedTempFile::new() else {
+        return Vec::new();
+    };
+    if std::fs::write(tmp.path(), blob.content()).is_err() {
+        return Vec::new();
+    }
+    let Ok(cfg) = git2::Config::open(tmp.path()) else {
+        return Vec::new();
+    };
+    let mut paths = std::collections::BTreeMap::new();
+    let mut urls = std::collections::BTreeMap::new();
+    if let Ok(mut entries) = cfg.entries(Some(r"^submodule\..*\.(path|url)$")) {
+        while let Some(Ok(e)) = entries.next() {
+            let (Ok(name), Ok(value)) = (e.name(), e.value()) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix("submodule.") else {
+                continue;
+            };
+            if let Some(sub) = rest.strip_suffix(".path") {
+                paths.insert(sub.to_string(), value.trim_end_matches('/').to_string());
+            } else if let Some(sub) = rest.strip_suffix(".url") {
+                urls.insert(sub.to_string(), value.to_string());
+            }
+        }
+    }
+    paths
+        .into_iter()
+        .filter_map(|(name, path)| urls.get(&name).map(|u| (path, u.clone())))
+        .collect()
+}
+
+/// Resolves a submodule URL that may be relative (`../lib.git`) to its
+/// superproject's URL, as git does.
+pub fn resolve_submodule_url(parent: &str, url: &str) -> String {
+    if !(url.starts_with("./") || url.starts_with("../")) {
+        return url.to_string();
+    }
+    let mut base = parent.trim_end_matches('/').to_string();
+    let mut rest = url;
+    loop {
+        if let Some(r) = rest.strip_prefix("./") {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("../") {
+            rest = r;
+            match base.rfind(['/', ':']) {
+                Some(i) => base.truncate(i),
+                None => base.clear(),
+            }
+        } else {
+            break;
+        }
+    }
+    format!("{base}/{rest}")
+}
+
+/// A directory name for an upstream's object cache, stable per URL.
+pub fn cache_name(url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(url.as_bytes());
+    format!("{}.git", hex::encode(&h[..12]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.org")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.org")
+            .env("GIT_COMMITTER_DATE", "1700000000 +0000")
+            .env("GIT_AUTHOR_DATE", "1700000000 +0000")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn upstream(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join("hello.sh"), "echo hi\n").unwrap();
+        std::fs::create_dir_all(dir.join("sub/dir")).unwrap();
+        std::fs::write(dir.join("sub/dir/data"), "x").unwrap();
+        std::os::unix::fs::symlink("hello.sh", dir.join("link")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("hello.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "-m", "one"]);
+        git(dir, &["tag", "v1.0.0"]);
+        git(dir, &["tag", "-a", "-m", "annotated", "v1.1.0"]);
+    }
+
+    #[test]
+    fn list_fetch_and_export() {
+        let t = tempfile::tempdir().unwrap();
+        let up = t.path().join("up");
+        upstream(&up);
+        let url = up.to_str().unwrap();
+        let abort = Abort::new();
+        let tags = list_tags(url, Duration::from_secs(30), &abort).unwrap();
+        assert_eq!(tags, vec!["v1.0.0", "v1.1.0"]);
+
+        let cache = t.path().join("git").join(cache_name(url));
+        let dest = t.path().join("src");
+        let f = fetch_tag(
+            &cache,
+            url,
+            "v1.1.0",
+            &dest,
+            false,
+            Duration::from_secs(30),
+            &abort,
+        )
+        .unwrap();
+        assert_eq!(f.commit_time, 1_700_000_000);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("hello.sh")).unwrap(),
+            "echo hi\n"
+        );
+        assert_eq!(
+            std::fs::read_link(dest.join("link")).unwrap(),
+            Path::new("hello.sh")
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(dest.join("hello.sh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
+        assert!(!dest.join(".git").exists());
+
+        // A second tag of the same upstream fetches no new objects.
+        let dest2 = t.path().join("src2");
+        let f2 = fetch_tag(
+            &cache,
+            url,
+            "v1.0.0",
+            &dest2,
+            false,
+            Duration::from_secs(30),
+            &abort,
+        )
+        .unwrap();
+        assert_eq!(f2.commit, f.commit);
+        assert!(dest2.join("sub/dir/data").exists());
+
+        let missing = fetch_tag(
+            &cache,
+            url,
+            "v9",
+            &t.path().join("src3"),
+            false,
+            Duration::from_secs(30),
+            &abort,
+        );
+        assert!(missing.is_err());
+    }
+
+    #[test]
+    fn submodules_are_exported_when_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = t.path().join("lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        git(&lib, &["init", "-q", "-b", "main"]);
+        std::fs::write(lib.join("lib.c"), "int x;\n").unwrap();
+        git(&lib, &["add", "-A"]);
+        git(&lib, &["commit", "-q", "-m", "lib"]);
+        let app = t.path().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        git(&app, &["init", "-q", "-b", "main"]);
+        std::fs::write(app.join("main.c"), "int main(){}\n").unwrap();
+        git(
+            &app,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                lib.to_str().unwrap(),
+                "vendor/lib",
+            ],
+        );
+        git(&app, &["commit", "-q", "-m", "app"]);
+        git(&app, &["tag", "v2.0"]);
+        let url = app.to_str().unwrap();
+        let abort = Abort::new();
+        let cache = t.path().join("cache").join(cache_name(url));
+        let with = t.path().join("with");
+        fetch_tag(
+            &cache,
+            url,
+            "v2.0",
+            &with,
+            true,
+            Duration::from_secs(30),
+            &abort,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(with.join("vendor/lib/lib.c")).unwrap(),
+            "int x;\n"
+        );
+        assert!(!with.join("vendor/lib/.git").exists());
+        let without = t.path().join("without");
+        fetch_tag(
+            &cache,
+            url,
+            "v2.0",
+            &without,
+            false,
+            Duration::from_secs(30),
+            &abort,
+        )
+        .unwrap();
+        assert!(without.join("vendor/lib").is_dir());
+        assert!(!without.join("vendor/lib/lib.c").exists());
+    }
+
+    #[test]
+    fn relative_submodule_urls() {
+        assert_eq!(
+            resolve_submodule_url("https://github.com/a/b.git", "../c.git"),
+            "https://github.com/a/c.git"
+        );
+        assert_eq!(resolve_submodule_url("/srv/x/app", "../lib"), "/srv/x/lib");
+        assert_eq!(
+            resolve_submodule_url("/srv/app", "https://h/x"),
+            "https://h/x"
+        );
+    }
+
+    #[test]
+    fn unreachable_upstream_is_an_error_naming_it() {
+        let e = list_tags(
+            "/nonexistent/upstream",
+            Duration::from_secs(5),
+            &Abort::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/upstream"), "{e}");
+    }
+}

@@ -1,0 +1,503 @@
+//! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
+//! `/status`, `/metrics`, `/builds`, `/builds/{id}/log` and
+//! `POST /webhooks/github`.
+//!
+//! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
+//! limited to 25 MiB, refused from `Content-Length` or while streaming,
+//! before any HMAC work. `HEAD` works on every `GET`. Errors are short
+//! plain-text bodies. The server lives for the daemon's whole life: a
+//! reload never bounces it.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::builder::Trigger;
+use crate::poller::PollRequest;
+use crate::recipe::Roster;
+use crate::status::{BuildState, Health, Status};
+use crate::webhook;
+
+/// Time allowed for a client to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delivery ids remembered for redelivery detection.
+const DELIVERIES_REMEMBERED: usize = 10_000;
+/// Most connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// The webhook secret, swappable on reload.
+pub type Secret = Arc<RwLock<Option<Arc<[u8]>>>>;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// What the handlers need.
+pub struct HttpState {
+    /// Counters.
+    pub status: Arc<Status>,
+    /// Liveness.
+    pub health: Arc<Health>,
+    /// Current roster (webhook routing).
+    pub roster: watch::Receiver<Arc<Roster>>,
+    /// The webhook secret.
+    pub secret: Secret,
+    /// Immediate poll requests.
+    pub polls: mpsc::Sender<PollRequest>,
+    /// Shutdown.
+    pub cancel: CancellationToken,
+    deliveries: Mutex<Deliveries>,
+}
+
+#[derive(Default)]
+struct Deliveries {
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Deliveries {
+    /// Records `id`; false if it was already seen.
+    fn first_time(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        self.seen.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        while self.order.len() > DELIVERIES_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+impl HttpState {
+    /// Builds the handler state.
+    pub fn new(
+        status: Arc<Status>,
+        health: Arc<Health>,
+        roster: watch::Receiver<Arc<Roster>>,
+        secret: Secret,
+        polls: mpsc::Sender<PollRequest>,
+        cancel: CancellationToken,
+    ) -> HttpState {
+        HttpState {
+            status,
+            health,
+            roster,
+            secret,
+            polls,
+            cancel,
+            deliveries: Mutex::new(Deliveries::default()),
+        }
+    }
+}
+
+/// Binds the listener (an error names the address).
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves until `cancel`, then lets open requests finish (up to 5 s).
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    info!(addr = %addr, "webhook server listening");
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let cancel = state.cancel.clone();
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(err = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let st = state.clone();
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(true)
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| {
+                    let st = st.clone();
+                    async move { Ok::<_, Infallible>(handle(req, peer, &st).await) }
+                }),
+            );
+        let fut = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = fut.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+fn text(code: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut s: String = body.into();
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    let mut r = Response::new(full(s));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_type(body: Bytes, ctype: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
+    match path.as_str() {
+        "/webhooks/github" => {
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            github_webhook(req, peer, st).await
+        }
+        "/healthz" | "/status" | "/metrics" | "/builds" if !is_get => {
+            method_not_allowed("GET, HEAD")
+        }
+        "/healthz" => match st.health.check() {
+            Ok(()) => text(StatusCode::OK, "ok"),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        },
+        "/status" => {
+            if prefers_prometheus(req.headers().get(hyper::header::ACCEPT)) {
+                with_type(st.status.metrics(), PROMETHEUS_TYPE)
+            } else {
+                with_type(st.status.json(), "application/json")
+            }
+        }
+        "/metrics" => with_type(st.status.metrics(), PROMETHEUS_TYPE),
+        "/builds" => {
+            let mut body = serde_json::to_vec_pretty(&st.status.builds()).unwrap_or_default();
+            body.push(b'\n');
+            with_type(Bytes::from(body), "application/json")
+        }
+        p if p.starts_with("/builds/") && p.ends_with("/log") => {
+            if !is_get {
+                return method_not_allowed("GET, HEAD");
+            }
+            let id = &p["/builds/".len()..p.len() - "/log".len()];
+            let Ok(id) = id.parse::<u64>() else {
+                return text(StatusCode::NOT_FOUND, format!("no build {id:?}"));
+            };
+            let follow = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| kv == "follow=1" || kv == "follow=true")
+            });
+            build_log(id, follow, st).await
+        }
+        _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+/// True when the `Accept` header prefers Prometheus text over JSON.
+pub fn prefers_prometheus(accept: Option<&HeaderValue>) -> bool {
+    let Some(accept) = accept.and_then(|a| a.to_str().ok()) else {
+        return false;
+    };
+    let (mut text_q, mut json_q) = (0.0f32, 0.0f32);
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let mime = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|v| v.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match mime.as_str() {
+            "text/plain" | "application/openmetrics-text" => text_q = text_q.max(q),
+            "application/json" | "application/*" | "*/*" => json_q = json_q.max(q),
+            _ => {}
+        }
+    }
+    text_q > json_q
+}
+
+async fn github_webhook(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    st: &HttpState,
+) -> Response<Body> {
+    let too_large = || {
+        st.status.webhook("too_large");
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload too large (limit 25 MiB)",
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > webhook::MAX_BODY as u64) {
+        return too_large();
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let signature = header("x-hub-signature-256");
+    let event = header("x-github-event");
+    let delivery = header("x-github-delivery");
+    let body = match Limited::new(req.into_body(), webhook::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large()
+        }
+        Err(_) => {
+            st.status.webhook("bad_request");
+            return text(StatusCode::BAD_REQUEST, "could not read request body");
+        }
+    };
+    let secret = st.secret.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let verified = secret
+        .as_deref()
+        .is_some_and(|s| webhook::verify_signature(s, &body, signature.as_deref()));
+    if !verified {
+        st.status.webhook("invalid_signature");
+        warn!(
+            remote = %peer,
+            delivery = delivery.as_deref().unwrap_or(""),
+            has_signature = signature.is_some(),
+            "webhook signature invalid"
+        );
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "invalid or missing X-Hub-Signature-256",
+        );
+    }
+    let payload = match webhook::parse_payload(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            st.status.webhook("bad_request");
+            return text(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    if let Some(id) = delivery.as_deref() {
+        let first = st
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_time(id);
+        if !first {
+            st.status.webhook("duplicate");
+            info!(delivery = id, "webhook redelivery ignored");
+            return text(StatusCode::OK, "duplicate delivery, already handled");
+        }
+    }
+    match event.as_deref() {
+        Some("ping") => {
+            st.status.webhook("pong");
+            text(StatusCode::OK, "pong")
+        }
+        Some("push") | Some("create") => {
+            let roster = st.roster.borrow().clone();
+            let (recipes, known) = webhook::route_all(&roster, &payload);
+            if recipes.is_empty() {
+                st.status.webhook("not_watched");
+                let url = payload.urls.first().map(String::as_str).unwrap_or("");
+                info!(
+                    html_url = url,
+                    known, "webhook for unrecognised or opted-out repo"
+                );
+                return text(StatusCode::OK, "repository not watched");
+            }
+            for r in &recipes {
+                info!(recipe = %r, delivery = delivery.as_deref().unwrap_or(""), "webhook accepted, triggering immediate poll");
+                if st
+                    .polls
+                    .try_send(PollRequest {
+                        recipe: r.clone(),
+                        trigger: Trigger::Webhook,
+                    })
+                    .is_err()
+                {
+                    warn!(recipe = %r, "poll request queue full; the scheduled poll will catch up");
+                }
+            }
+            st.status.webhook("accepted");
+            text(
+                StatusCode::ACCEPTED,
+                format!("accepted: polling {}", recipes.join(", ")),
+            )
+        }
+        Some(other) => {
+            st.status.webhook("not_watched");
+            info!(event = other, "webhook event ignored");
+            text(StatusCode::OK, format!("event {other:?} ignored"))
+        }
+        None => {
+            st.status.webhook("bad_request");
+            text(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header")
+        }
+    }
+}
+
+/// A body fed from a channel, for streaming logs.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+async fn build_log(id: u64, follow: bool, st: &HttpState) -> Response<Body> {
+    let Some(rec) = st.status.build(id) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no build {id} (only recent builds are kept)"),
+        );
+    };
+    let path = rec.log_path.clone();
+    if !follow || rec.state != BuildState::Running {
+        return match tokio::fs::read(&path).await {
+            Ok(b) => with_type(Bytes::from(b), "text/plain; charset=utf-8"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => text(StatusCode::OK, ""),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read log of build {id}: {e}"),
+            ),
+        };
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let status = st.status.clone();
+    let cancel = st.cancel.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut offset = 0u64;
+        loop {
+            let running = status
+                .build(id)
+                .is_some_and(|b| b.state == BuildState::Running);
+            if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                use tokio::io::AsyncSeekExt;
+                if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                    let mut buf = Vec::new();
+                    if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
+                        offset += buf.len() as u64;
+                        if tx.send(Bytes::from(buf)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if !running {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = cancel.cancelled() => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert!(!prefers_prometheus(None));
+        assert!(!prefers_prometheus(Some(&h("*/*"))));
+        assert!(!prefers_prometheus(Some(&h("application/json"))));
+        assert!(prefers_prometheus(Some(&h("text/plain"))));
+        assert!(prefers_prometheus(Some(&h(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ))));
+        assert!(!prefers_prometheus(Some(&h(
+            "text/html,application/xhtml+xml,*/*;q=0.8"
+        ))));
+    }
+
+    #[test]
+    fn deliveries_are_remembered_and_bounded() {
+        let mut d = Deliveries::default();
+        assert!(d.first_time("a"));
+        assert!(!d.first_time("a"));
+        for i in 0..DELIVERIES_REMEMBERED {
+            d.first_time(&i.to_string());
+        }
+        assert!(d.first_time("a"), "oldest id forgotten");
+        assert!(d.seen.len() <= DELIVERIES_REMEMBERED);
+    }
+}

@@ -1,0 +1,93 @@
+//! The `farmhand` binary: flags, exit codes, and a call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use farmhand::daemon;
+use farmhand::logging::{self, LogFormat, LogLevel};
+
+/// Single-host build-farm daemon.
+#[derive(Parser)]
+#[command(name = "farmhand", version, about)]
+struct Cli {
+    /// The farm config.
+    #[arg(long, default_value = "/etc/farmhand/config.toml", global = true)]
+    config: PathBuf,
+    /// Verbosity.
+    #[arg(long, value_enum, default_value = "info", global = true)]
+    log_level: LogLevel,
+    /// Log format: auto = journald when stderr is the journal, else logfmt.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    log_format: LogFormat,
+    /// Poll every recipe once, build and publish what is new, exit.
+    #[arg(long, conflicts_with = "check")]
+    once: bool,
+    /// Validate config and recipes, print the roster and problems, exit 0 or 2.
+    #[arg(long)]
+    check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a self-contained demo farm and run the daemon on it.
+    Demo {
+        /// Where the demo farm lives.
+        #[arg(long, default_value = "./farmhand-demo")]
+        dir: PathBuf,
+        /// HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if cli.check {
+        return ExitCode::from(daemon::check(&cli.config) as u8);
+    }
+    logging::init(cli.log_format, cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("farmhand: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Demo { dir, addr }) => farmhand::demo::run(&dir, &addr).await,
+            None => {
+                let cfg = daemon::load_config(&cli.config)?;
+                if cli.once {
+                    daemon::run_once(cfg).await
+                } else {
+                    daemon::run_daemon(cfg).await
+                }
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(err = %e, "farmhand stopped");
+            eprintln!("farmhand: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

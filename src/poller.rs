@@ -1,0 +1,351 @@
+//! Polling: one poll lists an upstream's tags (`ls-remote`, no clone),
+//! maps them through the recipe's tag pattern and offers the versions to
+//! the worker. The [`Scheduler`] runs the first poll of every recipe at
+//! start, then one per interval with a little jitter, at most
+//! `[poll].concurrency` at once; webhooks and backoff expiry ask it for an
+//! immediate poll, which coalesces with one already running.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::builder::Trigger;
+use crate::git::{self, Abort};
+use crate::recipe::{Recipe, Roster};
+use crate::status::{Health, Loop, Status};
+use crate::worker::{Candidate, WorkerMsg, WorkerTx};
+
+/// "Poll this recipe now".
+#[derive(Debug, Clone)]
+pub struct PollRequest {
+    /// Recipe id.
+    pub recipe: String,
+    /// Why.
+    pub trigger: Trigger,
+}
+
+/// The result of mapping a tag list through a recipe.
+#[derive(Debug, Default)]
+pub struct Matches {
+    /// Versions to offer.
+    pub candidates: Vec<Candidate>,
+    /// Tags below `min_version`.
+    pub below_min: usize,
+    /// Tags whose version is unusable (logged).
+    pub rejected: usize,
+}
+
+/// Maps tags to candidates: pattern, version validity, `min_version`.
+pub fn match_tags(recipe: &Recipe, tags: &[String]) -> Matches {
+    let mut m = Matches::default();
+    let Some(up) = recipe.upstream.as_ref() else {
+        return m;
+    };
+    for tag in tags {
+        match up.tag_pattern.upstream_version(tag) {
+            None => {}
+            Some(Err(e)) => {
+                m.rejected += 1;
+                warn!(recipe = %recipe.id, tag = %tag, err = %e, "tag skipped");
+            }
+            Some(Ok(upstream)) => {
+                if !recipe.admits(&upstream) {
+                    m.below_min += 1;
+                    continue;
+                }
+                let version = format!("{upstream}-{}", up.revision);
+                if crate::version::Version::parse(&version).is_err() {
+                    m.rejected += 1;
+                    warn!(recipe = %recipe.id, tag = %tag, err = "not a valid package version", "tag skipped");
+                    continue;
+                }
+                m.candidates.push(Candidate {
+                    tag: tag.clone(),
+                    upstream,
+                    version,
+                });
+            }
+        }
+    }
+    m
+}
+
+/// Polls one recipe and offers what it found to the worker. Returns the
+/// number of tags seen, or the error.
+pub async fn poll_recipe(
+    recipe: Arc<Recipe>,
+    trigger: Trigger,
+    timeout: Duration,
+    worker: &WorkerTx,
+    status: &Status,
+    cancel: &CancellationToken,
+) -> Result<usize, String> {
+    let Some(up) = recipe.upstream.as_ref() else {
+        return Ok(0);
+    };
+    info!(recipe = %recipe.id, git = %up.git, source = trigger.as_str(), "polling upstream");
+    let abort = Abort::new();
+    let url = up.git.clone();
+    let ab = abort.clone();
+    let task = tokio::task::spawn_blocking(move || git::list_tags(&url, timeout, &ab));
+    let res = tokio::select! {
+        r = tokio::time::timeout(timeout + Duration::from_secs(5), task) => match r {
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(format!("ls-remote task failed: {e}")),
+            Err(_) => {
+                abort.abort();
+                Err(format!("ls-remote {}: timed out after {}s", up.git, timeout.as_secs()))
+            }
+        },
+        _ = cancel.cancelled() => {
+            abort.abort();
+            return Err("cancelled".into());
+        }
+    };
+    let tags = match res {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(recipe = %recipe.id, err = %e, "ls-remote failed");
+            status.poll_finished(&recipe.id, Err(e.clone()));
+            return Err(e);
+        }
+    };
+    let m = match_tags(&recipe, &tags);
+    let (reply, answer) = oneshot::channel();
+    let sent = worker
+        .send(WorkerMsg::Offer {
+            recipe: recipe.clone(),
+            candidates: m.candidates,
+            trigger,
+            reply,
+        })
+        .await;
+    let emitted = if sent.is_ok() {
+        answer.await.unwrap_or(0)
+    } else {
+        0
+    };
+    status.poll_finished(&recipe.id, Ok(tags.len()));
+    info!(
+        recipe = %recipe.id,
+        tags_seen = tags.len(),
+        matches_emitted = emitted,
+        skipped_below_min_version = m.below_min,
+        "poll complete"
+    );
+    Ok(tags.len())
+}
+
+/// Polls every watched recipe once, at most `concurrency` at a time
+/// (`--once`).
+pub async fn poll_all_once(
+    roster: &Roster,
+    concurrency: usize,
+    timeout: Duration,
+    worker: &WorkerTx,
+    status: &Arc<Status>,
+    cancel: &CancellationToken,
+) {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut set = tokio::task::JoinSet::new();
+    for r in roster.recipes.values().filter(|r| r.is_watched()) {
+        let (r, sem, worker, status, cancel) = (
+            r.clone(),
+            sem.clone(),
+            worker.clone(),
+            status.clone(),
+            cancel.clone(),
+        );
+        set.spawn(async move {
+            let Ok(_permit) = sem.acquire().await else {
+                return;
+            };
+            let _ = poll_recipe(r, Trigger::Poll, timeout, &worker, &status, &cancel).await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+struct Entry {
+    recipe: Arc<Recipe>,
+    due: Option<Instant>,
+    running: bool,
+    again: Option<Trigger>,
+}
+
+/// The daemon's poll scheduler.
+pub struct Scheduler {
+    /// The roster, as published by the daemon.
+    pub roster: watch::Receiver<Arc<Roster>>,
+    /// Immediate poll requests (webhooks, backoff expiry).
+    pub requests: mpsc::Receiver<PollRequest>,
+    /// Where offers go.
+    pub worker: WorkerTx,
+    /// Counters.
+    pub status: Arc<Status>,
+    /// Liveness.
+    pub health: Arc<Health>,
+    /// At most this many polls at once.
+    pub concurrency: usize,
+    /// Time limit of one poll.
+    pub timeout: Duration,
+    /// Shutdown.
+    pub cancel: CancellationToken,
+}
+
+impl Scheduler {
+    /// Runs until shutdown.
+    pub async fn run(mut self) {
+        let sem = Arc::new(Semaphore::new(self.concurrency));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let mut entries: HashMap<String, Entry> = HashMap::new();
+        let mut due: BTreeSet<(Instant, String)> = BTreeSet::new();
+        let jitter_seed = std::collections::hash_map::RandomState::new();
+        let mut heartbeat = tokio::time::interval(Health::BEAT);
+        let mut tasks = tokio::task::JoinSet::new();
+
+        let roster = self.roster.borrow_and_update().clone();
+        let now = Instant::now();
+        for r in roster.recipes.values().filter(|r| r.is_watched()) {
+            entries.insert(
+                r.id.clone(),
+                Entry {
+                    recipe: r.clone(),
+                    due: Some(now),
+                    running: false,
+                    again: None,
+                },
+            );
+            due.insert((now, r.id.clone()));
+        }
+
+        loop {
+            let next_due = due.first().map(|(t, _)| *t);
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = async { tokio::time::sleep_until(next_due.expect("guarded").into()).await }, if next_due.is_some() => {
+                    let now = Instant::now();
+                    while let Some((t, id)) = due.first().cloned() {
+                        if t > now { break; }
+                        due.pop_first();
+                        if let Some(e) = entries.get_mut(&id) {
+                            e.due = None;
+                            if e.running {
+                                e.again.get_or_insert(Trigger::Poll);
+                            } else {
+                                self.start(&id, e, Trigger::Poll, &sem, &done_tx, &mut tasks);
+                            }
+                        }
+                    }
+                }
+                Some(req) = self.requests.recv() => {
+                    if let Some(e) = entries.get_mut(&req.recipe) {
+                        if e.running {
+                            // Coalesce: poll once more when the running poll ends.
+                            e.again = Some(req.trigger);
+                        } else {
+                            if let Some(t) = e.due.take() { due.remove(&(t, req.recipe.clone())); }
+                            self.start(&req.recipe, e, req.trigger, &sem, &done_tx, &mut tasks);
+                        }
+                    }
+                }
+                Some(id) = done_rx.recv() => {
+                    if let Some(e) = entries.get_mut(&id) {
+                        e.running = false;
+                        if let Some(trigger) = e.again.take() {
+                            self.start(&id, e, trigger, &sem, &done_tx, &mut tasks);
+                        } else {
+                            let interval = e.recipe.watch.poll_interval;
+                            let j = jitter(&jitter_seed, &id, interval);
+                            let at = Instant::now() + interval + j;
+                            if let Some(old) = e.due.replace(at) { due.remove(&(old, id.clone())); }
+                            due.insert((at, id.clone()));
+                            self.status.poll_scheduled(&id, SystemTime::now() + interval + j);
+                        }
+                    }
+                }
+                r = self.roster.changed() => {
+                    if r.is_err() { continue; }
+                    let roster = self.roster.borrow_and_update().clone();
+                    entries.retain(|id, e| {
+                        let keep = roster.recipes.get(id).is_some_and(|r| r.is_watched());
+                        if !keep { if let Some(t) = e.due { due.remove(&(t, id.clone())); } }
+                        keep
+                    });
+                    let now = Instant::now();
+                    for r in roster.recipes.values().filter(|r| r.is_watched()) {
+                        match entries.get_mut(&r.id) {
+                            Some(e) => {
+                                let changed = e.recipe.differs_for_polling(r);
+                                e.recipe = r.clone();
+                                if changed {
+                                    if e.running {
+                                        e.again = Some(Trigger::Poll);
+                                    } else {
+                                        if let Some(t) = e.due.replace(now) { due.remove(&(t, r.id.clone())); }
+                                        due.insert((now, r.id.clone()));
+                                    }
+                                }
+                            }
+                            None => {
+                                entries.insert(r.id.clone(), Entry { recipe: r.clone(), due: Some(now), running: false, again: None });
+                                due.insert((now, r.id.clone()));
+                            }
+                        }
+                    }
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = heartbeat.tick() => self.health.beat(Loop::Scheduler),
+            }
+        }
+        tasks.shutdown().await;
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        e: &mut Entry,
+        trigger: Trigger,
+        sem: &Arc<Semaphore>,
+        done: &mpsc::UnboundedSender<String>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        e.running = true;
+        let (recipe, sem, done, worker, status, cancel, timeout, id) = (
+            e.recipe.clone(),
+            sem.clone(),
+            done.clone(),
+            self.worker.clone(),
+            self.status.clone(),
+            self.cancel.clone(),
+            self.timeout,
+            id.to_string(),
+        );
+        tasks.spawn(async move {
+            if let Ok(_permit) = sem.acquire().await {
+                let _ = poll_recipe(recipe, trigger, timeout, &worker, &status, &cancel).await;
+            }
+            let _ = done.send(id);
+        });
+    }
+}
+
+/// Up to a tenth of the interval (at most five minutes) of random delay,
+/// so recipes with the same interval do not poll in the same second.
+fn jitter(
+    seed: &std::collections::hash_map::RandomState,
+    id: &str,
+    interval: Duration,
+) -> Duration {
+    let span = (interval / 10).min(Duration::from_secs(300)).as_millis() as u64;
+    if span == 0 {
+        return Duration::ZERO;
+    }
+    let h = seed.hash_one((id, SystemTime::now()));
+    Duration::from_millis(h % span)
+}

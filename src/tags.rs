@@ -1,0 +1,629 @@
+//! `tag_pattern` matching and upstream version composition (DESIGN.md
+//! section 3).
+//!
+//! A recipe's `tag_pattern` is a regular expression (RE2 / Go syntax is
+//! accepted, including `(?P<name>...)`) in exactly one of two styles:
+//!
+//! * **unnamed**: only unnamed groups; the first capture group is the
+//!   upstream version (`^v(\d+\.\d+\.\d+)$`);
+//! * **named**: only named groups from the closed set `major`, `minor`,
+//!   `patch`, `prerelease` (`major` and `minor` required), composed as
+//!   `major.minor[.patch][-prerelease]`
+//!   (`^busybox-(?P<major>\d+)_(?P<minor>\d+)_(?P<patch>\d+)$` turns
+//!   `busybox-1_37_0` into `1.37.0`).
+//!
+//! Non-capturing groups `(?:...)` are allowed in both styles. The pattern is
+//! used exactly as written: the recipe supplies its own `^...$` anchors.
+//!
+//! Tags come from the network, so every version a tag yields is checked with
+//! [`crate::version::is_valid_upstream`] and a length limit before anyone
+//! can use it (for instance in a path).
+
+use std::fmt;
+
+use regex::Regex;
+
+use crate::version::is_valid_upstream;
+
+/// Longest upstream version a tag may yield, in bytes.
+pub const MAX_UPSTREAM_LEN: usize = 128;
+
+/// The group names allowed in the named style, in composition order.
+const GROUP_NAMES: [&str; 4] = ["major", "minor", "patch", "prerelease"];
+
+/// Why a `tag_pattern` was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum TagPatternError {
+    /// The regular expression does not compile.
+    #[error("does not compile: {0}")]
+    Compile(#[source] regex::Error),
+    /// The pattern has no capture group at all.
+    #[error("needs a capture group")]
+    NoGroup,
+    /// The pattern has both named and unnamed capture groups.
+    #[error("mixes named and unnamed groups (use (?:...) for grouping only)")]
+    MixedGroups,
+    /// A named group outside `major`, `minor`, `patch`, `prerelease`.
+    #[error("unknown group name {0:?} (allowed: major, minor, patch, prerelease)")]
+    UnknownGroup(String),
+    /// The same group name is used more than once.
+    #[error("group {0:?} appears twice")]
+    DuplicateGroup(String),
+    /// Named style without both `major` and `minor`.
+    #[error("named groups need both \"major\" and \"minor\"")]
+    MissingMajorMinor,
+}
+
+/// Why a tag that matched the pattern yields no usable version. The caller
+/// logs it as a warning and skips the tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    /// A group the version is made from did not take part in the match.
+    #[error("tag {:?} matches but group {group:?} did not take part in the match", shorten(.tag))]
+    GroupNotMatched {
+        /// The tag.
+        tag: String,
+        /// The group: `"1"` in the unnamed style, else its name.
+        group: String,
+    },
+    /// The captured or composed version is empty.
+    #[error("tag {:?} yields an empty version", shorten(.tag))]
+    Empty {
+        /// The tag.
+        tag: String,
+    },
+    /// The version is longer than [`MAX_UPSTREAM_LEN`].
+    #[error(
+        "tag {:?} yields a version of {len} characters, more than the limit of {MAX_UPSTREAM_LEN}",
+        shorten(.tag)
+    )]
+    TooLong {
+        /// The tag.
+        tag: String,
+        /// The version's length in bytes.
+        len: usize,
+    },
+    /// The version does not start with an ASCII letter or digit.
+    #[error(
+        "tag {:?} yields version {:?}, which does not start with a letter or digit",
+        shorten(.tag),
+        shorten(.version)
+    )]
+    BadStart {
+        /// The tag.
+        tag: String,
+        /// The version it yields.
+        version: String,
+    },
+    /// The version has characters outside letters, digits and `.+-~`.
+    #[error(
+        "tag {:?} yields version {:?}, which has characters outside letters, digits and .+-~",
+        shorten(.tag),
+        shorten(.version)
+    )]
+    BadChars {
+        /// The tag.
+        tag: String,
+        /// The version it yields.
+        version: String,
+    },
+}
+
+/// Cuts very long strings (tags come from the network) for messages.
+fn shorten(s: &str) -> &str {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s;
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// How the version is taken out of a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// Capture group 1 is the version.
+    Unnamed,
+    /// Composed from named groups; group indices.
+    Named {
+        major: usize,
+        minor: usize,
+        patch: Option<usize>,
+        prerelease: Option<usize>,
+    },
+}
+
+/// A compiled and validated `tag_pattern`.
+#[derive(Debug, Clone)]
+pub struct TagPattern {
+    regex: Regex,
+    style: Style,
+}
+
+impl TagPattern {
+    /// Compiles and validates a recipe's `tag_pattern`.
+    ///
+    /// # Errors
+    ///
+    /// [`TagPatternError`] when the pattern does not compile, has no capture
+    /// group, mixes named and unnamed groups, uses a name outside `major`,
+    /// `minor`, `patch`, `prerelease` or a name twice, or has named groups
+    /// without both `major` and `minor`.
+    pub fn new(pattern: &str) -> Result<TagPattern, TagPatternError> {
+        let regex = Regex::new(pattern).map_err(|e| {
+            // The regex crate rejects duplicate names itself; name the group.
+            if e.to_string().contains("duplicate capture group name") {
+                if let Some(name) = duplicate_group_name(pattern) {
+                    return TagPatternError::DuplicateGroup(name);
+                }
+            }
+            TagPatternError::Compile(e)
+        })?;
+
+        let mut unnamed = 0usize;
+        let mut named: [Option<usize>; 4] = [None; 4];
+        let mut any_named = false;
+        for (index, name) in regex.capture_names().enumerate().skip(1) {
+            let Some(name) = name else {
+                unnamed += 1;
+                continue;
+            };
+            any_named = true;
+            let Some(slot) = GROUP_NAMES.iter().position(|&n| n == name) else {
+                return Err(TagPatternError::UnknownGroup(name.to_string()));
+            };
+            if named[slot].is_some() {
+                return Err(TagPatternError::DuplicateGroup(name.to_string()));
+            }
+            named[slot] = Some(index);
+        }
+
+        let style = match (unnamed > 0, any_named) {
+            (false, false) => return Err(TagPatternError::NoGroup),
+            (true, true) => return Err(TagPatternError::MixedGroups),
+            (true, false) => Style::Unnamed,
+            (false, true) => match named {
+                [Some(major), Some(minor), patch, prerelease] => Style::Named {
+                    major,
+                    minor,
+                    patch,
+                    prerelease,
+                },
+                _ => return Err(TagPatternError::MissingMajorMinor),
+            },
+        };
+        Ok(TagPattern { regex, style })
+    }
+
+    /// The pattern as written in the recipe.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+
+    /// None: the tag does not match the pattern (ignored silently).
+    /// Some(Ok(upstream)): the upstream version it yields (validated with
+    /// [`crate::version::is_valid_upstream`] and at most
+    /// [`MAX_UPSTREAM_LEN`] bytes long).
+    /// Some(Err(..)): it matched but the captured version is unusable
+    /// (caller logs a warning and skips the tag).
+    #[must_use]
+    pub fn upstream_version(&self, tag: &str) -> Option<Result<String, TagError>> {
+        let caps = self.regex.captures(tag)?;
+        let not_matched = |group: &str| TagError::GroupNotMatched {
+            tag: tag.to_string(),
+            group: group.to_string(),
+        };
+        let version = match self.style {
+            Style::Unnamed => match caps.get(1) {
+                Some(m) => m.as_str().to_string(),
+                None => return Some(Err(not_matched("1"))),
+            },
+            Style::Named {
+                major,
+                minor,
+                patch,
+                prerelease,
+            } => {
+                let Some(major) = caps.get(major) else {
+                    return Some(Err(not_matched("major")));
+                };
+                let Some(minor) = caps.get(minor) else {
+                    return Some(Err(not_matched("minor")));
+                };
+                let optional = |index: Option<usize>| {
+                    index
+                        .and_then(|i| caps.get(i))
+                        .map(|m| m.as_str())
+                        .filter(|s| !s.is_empty())
+                };
+                let mut v = format!("{}.{}", major.as_str(), minor.as_str());
+                if let Some(p) = optional(patch) {
+                    v.push('.');
+                    v.push_str(p);
+                }
+                if let Some(p) = optional(prerelease) {
+                    v.push('-');
+                    v.push_str(p);
+                }
+                v
+            }
+        };
+        Some(check_version(tag, version))
+    }
+}
+
+impl fmt::Display for TagPattern {
+    /// Prints the pattern as written.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Applies the section 3 rules to a version taken out of `tag`.
+fn check_version(tag: &str, version: String) -> Result<String, TagError> {
+    if version.is_empty() {
+        return Err(TagError::Empty {
+            tag: tag.to_string(),
+        });
+    }
+    if version.len() > MAX_UPSTREAM_LEN {
+        return Err(TagError::TooLong {
+            tag: tag.to_string(),
+            len: version.len(),
+        });
+    }
+    if is_valid_upstream(&version) {
+        return Ok(version);
+    }
+    let starts_well = version
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric);
+    let tag = tag.to_string();
+    Err(if starts_well {
+        TagError::BadChars { tag, version }
+    } else {
+        TagError::BadStart { tag, version }
+    })
+}
+
+/// Best effort: the first group name written twice in `pattern`
+/// (`(?P<name>` or `(?<name>`). Only used to word an error the regex crate
+/// already reported.
+fn duplicate_group_name(pattern: &str) -> Option<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut rest = pattern;
+    while let Some(at) = rest.find("(?") {
+        rest = &rest[at + 2..];
+        let after = rest.strip_prefix("P<").or_else(|| {
+            rest.strip_prefix('<')
+                .filter(|r| !r.starts_with(['=', '!']))
+        });
+        if let Some(after) = after {
+            if let Some(end) = after.find('>') {
+                let name = &after[..end];
+                if seen.contains(&name) {
+                    return Some(name.to_string());
+                }
+                seen.push(name);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(p: &str) -> TagPattern {
+        match TagPattern::new(p) {
+            Ok(t) => t,
+            Err(e) => panic!("{p}: {e}"),
+        }
+    }
+
+    fn ok(p: &TagPattern, tag: &str) -> String {
+        match p.upstream_version(tag) {
+            Some(Ok(v)) => v,
+            other => panic!("{tag} against {}: {other:?}", p.as_str()),
+        }
+    }
+
+    fn err(p: &TagPattern, tag: &str) -> TagError {
+        match p.upstream_version(tag) {
+            Some(Err(e)) => e,
+            other => panic!("{tag} against {}: {other:?}", p.as_str()),
+        }
+    }
+
+    fn pattern_err(p: &str) -> TagPatternError {
+        match TagPattern::new(p) {
+            Ok(_) => panic!("{p} accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn unnamed_style_zlib() {
+        let p = pat(r"^v(\d+\.\d+\.\d+)$");
+        assert_eq!(p.as_str(), r"^v(\d+\.\d+\.\d+)$");
+        assert_eq!(p.to_string(), r"^v(\d+\.\d+\.\d+)$");
+        assert_eq!(ok(&p, "v1.3.1"), "1.3.1");
+        assert_eq!(ok(&p, "v1.2.13"), "1.2.13");
+        assert_eq!(p.upstream_version("v1.3"), None);
+        assert_eq!(p.upstream_version("1.3.1"), None);
+        assert_eq!(p.upstream_version("v1.3.1-rc1"), None);
+        assert_eq!(p.upstream_version(""), None);
+    }
+
+    #[test]
+    fn unnamed_style_uses_first_group() {
+        let p = pat(r"^(?:release-)?v?(\d+(?:\.\d+)*)(-(rc\d+))?$");
+        assert_eq!(ok(&p, "release-v2.0-rc1"), "2.0");
+        assert_eq!(ok(&p, "2.0"), "2.0");
+        // Pattern as given: no implicit anchors.
+        let p = pat(r"v(\d+)");
+        assert_eq!(ok(&p, "xv12y"), "12");
+    }
+
+    #[test]
+    fn unnamed_first_group_not_participating() {
+        let p = pat(r"^(?:v(\d+)|x(\d+))$");
+        assert_eq!(ok(&p, "v3"), "3");
+        assert_eq!(
+            err(&p, "x3"),
+            TagError::GroupNotMatched {
+                tag: "x3".into(),
+                group: "1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn named_style_busybox() {
+        let p = pat(r"^busybox-(?P<major>\d+)_(?P<minor>\d+)_(?P<patch>\d+)$");
+        assert_eq!(ok(&p, "busybox-1_37_0"), "1.37.0");
+        assert_eq!(p.upstream_version("busybox-1_37"), None);
+        assert_eq!(p.upstream_version("1_37_0"), None);
+    }
+
+    #[test]
+    fn named_style_angle_syntax_and_optional_groups() {
+        let p = pat(
+            r"^v(?<major>\d+)\.(?<minor>\d+)(?:\.(?<patch>\d+))?(?:-(?P<prerelease>[a-z]+\d*))?$",
+        );
+        assert_eq!(ok(&p, "v1.2"), "1.2");
+        assert_eq!(ok(&p, "v1.2.3"), "1.2.3");
+        assert_eq!(ok(&p, "v1.2-rc1"), "1.2-rc1");
+        assert_eq!(ok(&p, "v1.2.3-beta2"), "1.2.3-beta2");
+        assert_eq!(p.upstream_version("v1"), None);
+
+        // Empty captures are omitted like absent ones.
+        let p = pat(r"^(?P<major>\d+)\.(?P<minor>\d+)\.?(?P<patch>\d*)-?(?P<prerelease>\w*)$");
+        assert_eq!(ok(&p, "4.5"), "4.5");
+        assert_eq!(ok(&p, "4.5.6"), "4.5.6");
+        assert_eq!(ok(&p, "4.5-rc1"), "4.5-rc1");
+    }
+
+    #[test]
+    fn named_groups_in_any_order() {
+        let p = pat(r"^(?P<minor>\d+)_(?P<major>\d+)$");
+        assert_eq!(ok(&p, "7_1"), "1.7");
+    }
+
+    #[test]
+    fn named_required_group_not_participating() {
+        let p = pat(r"^(?:(?P<major>\d+)|x)\.(?P<minor>\d+)$");
+        assert_eq!(
+            err(&p, "x.1"),
+            TagError::GroupNotMatched {
+                tag: "x.1".into(),
+                group: "major".into()
+            }
+        );
+        // Required but empty: the composed version is then invalid.
+        let p = pat(r"^(?P<major>\d*)\.(?P<minor>\d+)$");
+        assert!(matches!(err(&p, ".1"), TagError::BadStart { .. }));
+    }
+
+    #[test]
+    fn named_prerelease_is_validated() {
+        let p = pat(r"^v(?P<major>\d+)\.(?P<minor>\d+)(?:-(?P<prerelease>.+))?$");
+        assert_eq!(ok(&p, "v1.0-rc.1"), "1.0-rc.1");
+        assert_eq!(
+            err(&p, "v1.0-x;rm"),
+            TagError::BadChars {
+                tag: "v1.0-x;rm".into(),
+                version: "1.0-x;rm".into()
+            }
+        );
+        assert!(matches!(err(&p, "v1.0-../x"), TagError::BadChars { .. }));
+    }
+
+    #[test]
+    fn hostile_tags_are_rejected() {
+        // `(?s)`: let `.` match newlines too, as permissive as it gets.
+        let p = pat(r"(?s)^v(.+)$");
+        let e = err(&p, "v1.1;rm");
+        assert_eq!(
+            e,
+            TagError::BadChars {
+                tag: "v1.1;rm".into(),
+                version: "1.1;rm".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"tag "v1.1;rm" yields version "1.1;rm", which has characters outside letters, digits and .+-~"#
+        );
+        assert!(matches!(err(&p, "v1.3`id`"), TagError::BadChars { .. }));
+        let e = err(&p, "v../../x");
+        assert_eq!(
+            e,
+            TagError::BadStart {
+                tag: "v../../x".into(),
+                version: "../../x".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"tag "v../../x" yields version "../../x", which does not start with a letter or digit"#
+        );
+        for tag in [
+            "v1/../../etc",
+            "v1 2",
+            "v1\n2",
+            "v1$(id)",
+            "v1\\x",
+            "v-1",
+            "v~1",
+            "v.1",
+            "v1é",
+            "v1:2",
+            "v1\0",
+        ] {
+            assert!(
+                matches!(p.upstream_version(tag), Some(Err(_))),
+                "{tag:?} accepted"
+            );
+        }
+        assert_eq!(ok(&p, "v1.0~rc1+git.2-3"), "1.0~rc1+git.2-3");
+        assert_eq!(p.upstream_version("1.0"), None);
+        // Control characters are escaped in the message.
+        assert!(err(&p, "v1\n2").to_string().contains(r#""v1\n2""#));
+    }
+
+    #[test]
+    fn empty_capture_is_an_error() {
+        let p = pat(r"^v(\d*)$");
+        assert_eq!(err(&p, "v"), TagError::Empty { tag: "v".into() });
+        assert_eq!(
+            err(&p, "v").to_string(),
+            r#"tag "v" yields an empty version"#
+        );
+    }
+
+    #[test]
+    fn length_limit() {
+        let p = pat(r"^v(.+)$");
+        let longest = "1".repeat(MAX_UPSTREAM_LEN);
+        assert_eq!(ok(&p, &format!("v{longest}")), longest);
+        let too_long = format!("v{longest}2");
+        assert_eq!(
+            err(&p, &too_long),
+            TagError::TooLong {
+                tag: too_long.clone(),
+                len: MAX_UPSTREAM_LEN + 1
+            }
+        );
+        // Messages stay short even for huge tags.
+        let huge = format!("v{}", "9".repeat(10_000));
+        assert!(err(&p, &huge).to_string().len() < 400);
+    }
+
+    #[test]
+    fn pattern_does_not_compile() {
+        let e = pattern_err(r"^v(\d+$");
+        assert!(matches!(e, TagPatternError::Compile(_)), "{e:?}");
+        assert!(e.to_string().starts_with("does not compile: "), "{e}");
+        assert!(matches!(
+            pattern_err(r"^v(\d+)\1$"),
+            TagPatternError::Compile(_)
+        ));
+    }
+
+    #[test]
+    fn pattern_needs_a_group() {
+        for p in [r"^v\d+\.\d+$", r"^v(?:\d+)$", r"^(?i)v\d+$"] {
+            let e = pattern_err(p);
+            assert!(matches!(e, TagPatternError::NoGroup), "{p}: {e:?}");
+            assert_eq!(e.to_string(), "needs a capture group");
+        }
+    }
+
+    #[test]
+    fn pattern_mixes_styles() {
+        let e = pattern_err(r"^(?P<major>\d+)\.(?P<minor>\d+)(\.\d+)?$");
+        assert!(matches!(e, TagPatternError::MixedGroups), "{e:?}");
+        assert!(e.to_string().starts_with("mixes named and unnamed groups"));
+    }
+
+    #[test]
+    fn pattern_unknown_name() {
+        let e = pattern_err(r"^(?P<major>\d+)\.(?P<foo>\d+)$");
+        assert!(
+            matches!(&e, TagPatternError::UnknownGroup(n) if n == "foo"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"unknown group name "foo" (allowed: major, minor, patch, prerelease)"#
+        );
+        assert!(matches!(
+            pattern_err(r"^(?P<version>.+)$"),
+            TagPatternError::UnknownGroup(_)
+        ));
+        // Names are case-sensitive.
+        assert!(matches!(
+            pattern_err(r"^(?P<Major>\d+)\.(?P<minor>\d+)$"),
+            TagPatternError::UnknownGroup(_)
+        ));
+    }
+
+    #[test]
+    fn pattern_repeated_name() {
+        for p in [
+            r"^(?P<major>\d+)\.(?P<minor>\d+)|(?P<major>\d+)_(?P<minor>\d+)$",
+            r"^(?<major>\d+)\.(?<major>\d+)$",
+        ] {
+            let e = pattern_err(p);
+            assert!(
+                matches!(&e, TagPatternError::DuplicateGroup(n) if n == "major"),
+                "{p}: {e:?}"
+            );
+            assert_eq!(e.to_string(), r#"group "major" appears twice"#);
+        }
+    }
+
+    #[test]
+    fn pattern_needs_major_and_minor() {
+        for p in [
+            r"^(?P<major>\d+)$",
+            r"^(?P<minor>\d+)$",
+            r"^(?P<major>\d+)\.(?P<patch>\d+)$",
+            r"^(?P<prerelease>\w+)$",
+        ] {
+            let e = pattern_err(p);
+            assert!(
+                matches!(e, TagPatternError::MissingMajorMinor),
+                "{p}: {e:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                r#"named groups need both "major" and "minor""#
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_scan() {
+        assert_eq!(duplicate_group_name(r"(?P<a>x)(?<a>y)"), Some("a".into()));
+        assert_eq!(duplicate_group_name(r"(?P<a>x)(?<b>y)(?<=z)"), None);
+        assert_eq!(duplicate_group_name(r"(?<a>x"), None);
+    }
+
+    #[test]
+    fn yielded_versions_parse_as_versions() {
+        let p = pat(r"^v(.+)$");
+        for tag in ["v1.0", "v1.0-rc.1", "v2~beta", "vX"] {
+            let up = ok(&p, tag);
+            let v = crate::version::Version::new(&up, 1);
+            assert!(v.is_ok(), "{tag}: {v:?}");
+        }
+    }
+}
