@@ -1,0 +1,497 @@
+//! Shared helpers for the integration tests: a temporary farm (config,
+//! recipes, state), real upstream git repositories made with the git CLI,
+//! the real `farmhand` binary, and a tiny HTTP/1.1 client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_farmhand"))
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`
+/// with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs git in `dir` with fixed identities and dates (reproducible commits).
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "upstream")
+        .env("GIT_AUTHOR_EMAIL", "upstream@example.org")
+        .env("GIT_COMMITTER_NAME", "upstream")
+        .env("GIT_COMMITTER_EMAIL", "upstream@example.org")
+        .env("GIT_AUTHOR_DATE", "1700000000 +0000")
+        .env("GIT_COMMITTER_DATE", "1700000000 +0000")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A local upstream repository.
+pub struct Upstream {
+    pub path: PathBuf,
+}
+
+impl Upstream {
+    /// Creates an empty repository at `path` with one commit.
+    pub fn new(path: &Path) -> Upstream {
+        std::fs::create_dir_all(path).unwrap();
+        git(path, &["init", "-q", "-b", "main"]);
+        let u = Upstream {
+            path: path.to_path_buf(),
+        };
+        u.commit("README", "upstream\n", "initial");
+        u
+    }
+
+    /// Writes `file` and commits it.
+    pub fn commit(&self, file: &str, content: &str, msg: &str) {
+        let p = self.path.join(file);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        git(&self.path, &["add", "-A"]);
+        git(&self.path, &["commit", "-q", "--allow-empty", "-m", msg]);
+    }
+
+    /// Commits a `VERSION` file and tags it.
+    pub fn release(&self, tag: &str) {
+        self.commit("VERSION", &format!("{tag}\n"), &format!("release {tag}"));
+        git(&self.path, &["tag", tag]);
+    }
+
+    /// The URL recipes use (a local path).
+    pub fn url(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// A temporary farm: `config.toml`, `recipes/`, `state/`.
+pub struct Farm {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub extra_config: String,
+    pub http: bool,
+}
+
+impl Farm {
+    /// An empty farm; `http` puts the server on 127.0.0.1 with a free port.
+    pub fn new() -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("recipes")).unwrap();
+        Farm {
+            dir,
+            root,
+            extra_config: String::new(),
+            http: false,
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.state().join("repo")
+    }
+
+    /// Writes config.toml. `sections` is appended verbatim (e.g. "[build]\ntimeout = \"5s\"\n").
+    pub fn write_config(&self, sections: &str) {
+        let http = if self.http {
+            "[http]\naddr = \"127.0.0.1:0\"\nwebhook_secret_file = \"webhook-secret\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(self.root.join("webhook-secret"), "test-secret\n").unwrap();
+        let text = format!(
+            "[manager]\nid = \"test-farm\"\nrecipes_dir = \"recipes\"\nstate_dir = \"state\"\n\n\
+             [repo]\nname = \"test-packages\"\n\n[poll]\ndefault_interval = \"1h\"\n\n{http}{sections}"
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Adds a recipe: `recipes/<id>/recipe.toml` and an executable `build.sh`.
+    pub fn recipe(&self, id: &str, toml: &str, build_sh: &str) -> PathBuf {
+        let d = self.root.join("recipes").join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("recipe.toml"), toml).unwrap();
+        let s = d.join("build.sh");
+        std::fs::write(&s, build_sh).unwrap();
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    /// A standard watched recipe for `upstream` with a `^v(...)$` pattern.
+    pub fn simple_recipe(
+        &self,
+        id: &str,
+        upstream: &Upstream,
+        build_sh: &str,
+        extra: &str,
+    ) -> PathBuf {
+        self.recipe(
+            id,
+            &format!(
+                "[upstream]\ngit = \"{}\"\ntag_pattern = '^v(\\d+\\.\\d+\\.\\d+)$'\n{extra}",
+                upstream.url()
+            ),
+            build_sh,
+        )
+    }
+
+    /// Runs `farmhand --config config.toml <args>` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--log-format")
+            .arg("logfmt")
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .expect("farmhand runs")
+    }
+
+    /// Starts the daemon and waits for its HTTP server (when configured).
+    pub fn start(&self) -> Daemon {
+        self.start_with(&[], &[])
+    }
+
+    /// Starts the daemon with extra args and environment.
+    pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .arg("--log-format")
+            .arg("logfmt")
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("farmhand starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                l.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let mut d = Daemon {
+            child,
+            log,
+            addr: None,
+        };
+        if self.http {
+            let addr =
+                d.wait_log_field("webhook server listening", "addr", Duration::from_secs(20));
+            d.addr = Some(addr);
+        }
+        d
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+    pub addr: Option<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Number of log lines containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.logs().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until a log line contains `needle`; returns the line.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        wait_for(
+            timeout,
+            &format!(
+                "log line containing {needle:?}; log so far:\n{}",
+                self.logs()
+            ),
+            || {
+                self.logs()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_string)
+            },
+        )
+    }
+
+    /// Waits until `n` log lines contain `needle`.
+    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) {
+        wait_for(
+            timeout,
+            &format!("{n} log lines containing {needle:?}"),
+            || (self.count(needle) >= n).then_some(()),
+        );
+    }
+
+    /// Waits for a line containing `needle` and returns its `key=value`.
+    pub fn wait_log_field(&self, needle: &str, key: &str, timeout: Duration) -> String {
+        let line = self.wait_log(needle, timeout);
+        field(&line, key).unwrap_or_else(|| panic!("no {key}= in {line}"))
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits for exit; returns the exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "daemon did not exit within {timeout:?}; log:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An HTTP request to the daemon.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        request(
+            self.addr.as_deref().expect("daemon has HTTP"),
+            method,
+            path,
+            headers,
+            body,
+        )
+    }
+
+    /// GET returning (status, body).
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.http("GET", path, &[], b"")
+    }
+
+    /// GET /status parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let r = self.get("/status");
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice(&r.body).expect("status is JSON")
+    }
+
+    /// A correctly signed webhook.
+    pub fn webhook(&self, event: &str, delivery: &str, body: &[u8], secret: &[u8]) -> HttpResponse {
+        let sig = sign(secret, body);
+        self.http(
+            "POST",
+            "/webhooks/github",
+            &[
+                ("X-GitHub-Event", event),
+                ("X-GitHub-Delivery", delivery),
+                ("X-Hub-Signature-256", &sig),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    }
+}
+
+/// `key=value` (or `key="quoted value"`) from a logfmt line.
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let pat = format!(" {key}=");
+    let i = line.find(&pat)? + pat.len();
+    let rest = &line[i..];
+    if let Some(q) = rest.strip_prefix('"') {
+        let end = q.find('"')?;
+        Some(q[..end].to_string())
+    } else {
+        Some(rest.split_whitespace().next().unwrap_or("").to_string())
+    }
+}
+
+/// GitHub's `X-Hub-Signature-256` value.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw, method == "HEAD")
+}
+
+fn parse_response(raw: &[u8], head: bool) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head_text = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head_text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked && !head {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Decodes a chunked body.
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        if b.len() < start + size {
+            out.extend_from_slice(&b[start..]);
+            break;
+        }
+        out.extend_from_slice(&b[start..start + size]);
+        b = &b[(start + size + 2).min(b.len())..];
+    }
+    out
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// Reads a JSON file.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
