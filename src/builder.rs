@@ -118,6 +118,9 @@ pub struct BuildSettings {
     pub fetch_timeout: Duration,
     /// `PATH` given to build scripts.
     pub path_env: String,
+    /// Set for the `peipkg` backend: peipkg-build replaces the build
+    /// script and packaging.
+    pub peipkg: Option<crate::peipkg::PeipkgTools>,
 }
 
 impl BuildSettings {
@@ -140,6 +143,8 @@ pub struct Built {
     pub commit_time: i64,
     /// The per-build stage directory to remove after publishing.
     pub stage_dir: PathBuf,
+    /// The `.peipkg` files peipkg-build produced (`peipkg` backend).
+    pub peipkg_outputs: Vec<PathBuf>,
 }
 
 /// A failed or cancelled build.
@@ -294,6 +299,20 @@ pub async fn run(
                 Failure::new(Phase::Building, format!("cannot create {}: {e}", d.display()))
             })?;
         }
+        if let Some(tools) = &settings.peipkg {
+            let argv = tools.build_argv(job, &source_dir, &out, fetched.commit_time);
+            log_line(log, &format!("running {}", argv.join(" ")));
+            let env = base_env(settings, job, &source_dir, &destdir, &home, fetched.commit_time);
+            run_process(&argv, &source_dir, env, settings.timeout, log, kill).await?;
+            let outputs = crate::peipkg::collect_outputs(&out)
+                .map_err(|e| Failure::new(Phase::Building, e))?;
+            return Ok(Built {
+                artifacts: Vec::new(),
+                commit_time: fetched.commit_time,
+                stage_dir: stage_dir.clone(),
+                peipkg_outputs: outputs,
+            });
+        }
         run_script(job, settings, &source_dir, &destdir, &home, fetched.commit_time, log, kill).await?;
 
         // Package.
@@ -314,6 +333,7 @@ pub async fn run(
             artifacts,
             commit_time: fetched.commit_time,
             stage_dir: stage_dir.clone(),
+            peipkg_outputs: Vec::new(),
         })
     }
     .await;
@@ -330,6 +350,30 @@ pub async fn run(
         }
     }
     result
+}
+
+/// The clean environment every build gets.
+fn base_env(
+    settings: &BuildSettings,
+    job: &Job,
+    source_dir: &Path,
+    destdir: &Path,
+    home: &Path,
+    commit_time: i64,
+) -> Vec<(String, String)> {
+    let p = |p: &Path| p.display().to_string();
+    vec![
+        ("PATH".into(), settings.path_env.clone()),
+        ("HOME".into(), p(home)),
+        ("LC_ALL".into(), "C".into()),
+        ("TZ".into(), "UTC".into()),
+        ("SOURCE_DIR".into(), p(source_dir)),
+        ("DESTDIR".into(), p(destdir)),
+        ("SOURCE_DATE_EPOCH".into(), commit_time.to_string()),
+        ("FARMHAND_RECIPE".into(), job.recipe.id.clone()),
+        ("FARMHAND_VERSION".into(), job.version.clone()),
+        ("FARMHAND_TAG".into(), job.tag.clone()),
+    ]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -354,12 +398,28 @@ async fn run_script(
         )));
     }
     let mut argv: Vec<String> = settings.runner.clone();
-    if meta.permissions().mode() & 0o111 != 0 {
-        argv.push(script.display().to_string());
-    } else {
+    if meta.permissions().mode() & 0o111 == 0 {
         argv.push("/bin/sh".into());
-        argv.push(script.display().to_string());
     }
+    argv.push(script.display().to_string());
+    let env = base_env(settings, job, source_dir, destdir, home, commit_time);
+    run_process(&argv, source_dir, env, settings.timeout, log, kill).await?;
+    log_line(log, "build script succeeded");
+    Ok(())
+}
+
+/// Runs `argv` in its own process group with exactly `env`, output to the
+/// log, killed (group-wide) on timeout or `kill`. Whatever the program
+/// leaves running in its group is killed when it exits.
+async fn run_process(
+    argv: &[String],
+    cwd: &Path,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+    log: &Path,
+    kill: &CancellationToken,
+) -> Result<(), Failure> {
+    let fail = |m: String| Failure::new(Phase::Building, m);
     let logf = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -370,18 +430,9 @@ async fn run_script(
         .map_err(|e| fail(format!("cannot open build log {}: {e}", log.display())))?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .current_dir(source_dir)
+        .current_dir(cwd)
         .env_clear()
-        .env("PATH", &settings.path_env)
-        .env("HOME", home)
-        .env("LC_ALL", "C")
-        .env("TZ", "UTC")
-        .env("SOURCE_DIR", source_dir)
-        .env("DESTDIR", destdir)
-        .env("SOURCE_DATE_EPOCH", commit_time.to_string())
-        .env("FARMHAND_RECIPE", &job.recipe.id)
-        .env("FARMHAND_VERSION", &job.version)
-        .env("FARMHAND_TAG", &job.tag)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(logf))
         .stderr(Stdio::from(logf2))
@@ -389,25 +440,33 @@ async fn run_script(
         .kill_on_drop(false);
     let mut child = cmd
         .spawn()
-        .map_err(|e| fail(format!("cannot start build script {}: {e}", argv.join(" "))))?;
+        .map_err(|e| fail(format!("cannot start {}: {e}", argv.join(" "))))?;
     let pgid = child.id().map(|p| p as i32);
     let outcome = tokio::select! {
         status = child.wait() => Ok(status),
-        _ = tokio::time::sleep(settings.timeout) => Err(false),
+        _ = tokio::time::sleep(timeout) => Err(false),
         _ = kill.cancelled() => Err(true),
+    };
+    let what = if argv.len() > 1 && argv[0] == "/bin/sh" {
+        &argv[1]
+    } else {
+        argv.last().unwrap_or(&argv[0])
     };
     match outcome {
         Ok(status) => {
-            // Reap anything the script left running in its group.
             if let Some(pg) = pgid {
                 kill_group(pg, nix::sys::signal::Signal::SIGKILL);
             }
-            let status = status.map_err(|e| fail(format!("waiting for build script: {e}")))?;
+            let status = status.map_err(|e| fail(format!("waiting for {what}: {e}")))?;
             if status.success() {
-                log_line(log, "build script succeeded");
                 Ok(())
             } else {
-                Err(fail(format!("build script {}", describe_status(status))))
+                let name = if argv.first().is_some_and(|a| a.ends_with("peipkg-build")) {
+                    "peipkg-build"
+                } else {
+                    "build script"
+                };
+                Err(fail(format!("{name} {}", describe_status(status))))
             }
         }
         Err(cancelled) => {
@@ -423,7 +482,7 @@ async fn run_script(
             } else {
                 Err(fail(format!(
                     "build timed out after {} and was killed",
-                    crate::config::format_duration(settings.timeout)
+                    crate::config::format_duration(timeout)
                 )))
             }
         }

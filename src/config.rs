@@ -454,6 +454,16 @@ impl Config {
         };
 
         validate_peipkg_keys(&c, &raw.signing_key, &raw.grant)?;
+        let signing_keys = raw
+            .signing_key
+            .into_iter()
+            .map(|mut k| {
+                k.private = resolve(std::mem::take(&mut k.private))
+                    .display()
+                    .to_string();
+                k
+            })
+            .collect();
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -465,7 +475,7 @@ impl Config {
             poll,
             build,
             backoff,
-            signing_keys: raw.signing_key,
+            signing_keys,
             grants: raw.grant,
         })
     }

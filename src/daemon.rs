@@ -16,8 +16,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{format_duration, Config};
+use std::collections::{HashMap, HashSet};
+
+use crate::builder::BuildSettings;
+use crate::config::{format_duration, BuildBackend, Config};
 use crate::http::{self, HttpState, Secret};
+use crate::peipkg::PeipkgTools;
 use crate::poller::{self, Scheduler};
 use crate::queue::BackoffBook;
 use crate::recipe::{self, Roster};
@@ -179,8 +183,10 @@ fn log_invalid(roster: &Roster) {
 /// What both modes set up before running.
 struct Farm {
     cfg: Arc<Config>,
+    settings: BuildSettings,
     roster: Roster,
-    repo: Repo,
+    repo: Option<Repo>,
+    published: HashMap<String, HashSet<String>>,
     book: BackoffBook,
     status: Arc<Status>,
     health: Arc<Health>,
@@ -218,23 +224,42 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
 
-    let signer = match &cfg.signing_key_file {
-        Some(p) => Some(
-            repo::load_signing_key(p)
-                .with_context(|| "signing.key_file is unusable".to_string())?,
-        ),
-        None => None,
+    let mut settings = worker::build_settings(&cfg);
+    let (repo, published) = if cfg.build.backend == BuildBackend::Peipkg {
+        let tools = PeipkgTools::resolve(&cfg).map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
+        let repo_dir = cfg.repo_dir();
+        let (name, desc) = (cfg.repo.name.clone(), cfg.repo.description.clone());
+        let t = tools.clone();
+        tokio::task::spawn_blocking(move || t.init_repo(&repo_dir, &name, &desc))
+            .await
+            .context("repository task failed")?
+            .map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
+        let published = crate::peipkg::published(&cfg.repo_dir(), &roster).unwrap_or_else(|e| {
+            error!(err = %e, "dedup check failed");
+            Default::default()
+        });
+        settings.peipkg = Some(tools);
+        (None, published)
+    } else {
+        let signer = match &cfg.signing_key_file {
+            Some(p) => Some(
+                repo::load_signing_key(p)
+                    .with_context(|| "signing.key_file is unusable".to_string())?,
+            ),
+            None => None,
+        };
+        let rc = RepoConfig {
+            dir: cfg.repo_dir(),
+            name: cfg.repo.name.clone(),
+            description: cfg.repo.description.clone(),
+            farm_id: cfg.manager.id.clone(),
+        };
+        let repo = tokio::task::spawn_blocking(move || Repo::open(rc, signer))
+            .await
+            .context("repository task failed")?
+            .context("cannot open the repository")?;
+        (Some(repo), Default::default())
     };
-    let rc = RepoConfig {
-        dir: cfg.repo_dir(),
-        name: cfg.repo.name.clone(),
-        description: cfg.repo.description.clone(),
-        farm_id: cfg.manager.id.clone(),
-    };
-    let repo = tokio::task::spawn_blocking(move || Repo::open(rc, signer))
-        .await
-        .context("repository task failed")?
-        .context("cannot open the repository")?;
 
     let (book, book_err) = BackoffBook::load(&state.join("state.json"), cfg.backoff.clone());
     if let Some(e) = book_err {
@@ -244,8 +269,10 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     status.set_roster(roster.ids(), roster.invalid.clone());
     Ok(Farm {
         cfg: Arc::new(cfg),
+        settings,
         roster,
         repo,
+        published,
         book,
         status,
         health: Arc::new(Health::default()),
@@ -261,8 +288,9 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
     let (wtx, wrx) = mpsc::channel(1024);
     let w = Worker::new(
         farm.cfg.clone(),
-        worker::build_settings(&farm.cfg),
+        farm.settings,
         farm.repo,
+        farm.published,
         farm.book,
         farm.status.clone(),
         farm.health.clone(),
@@ -346,8 +374,9 @@ pub async fn run_daemon(cfg: Config) -> Result<(), Fatal> {
 
     let w = Worker::new(
         cfg.clone(),
-        worker::build_settings(&cfg),
+        farm.settings,
         farm.repo,
+        farm.published,
         farm.book,
         status.clone(),
         health.clone(),

@@ -37,6 +37,8 @@ pub mod http;
 pub mod logging;
 /// DESTDIR → deterministic .tar.zst per package stanza.
 pub mod package;
+/// The peipkg backend (peipkg-build / peipkg-repo argv).
+pub mod peipkg;
 /// Per-recipe poll schedule with bounded concurrency.
 pub mod poller;
 /// The deduplicating, fair build queue and the backoff book.

@@ -61,7 +61,7 @@ pub enum WorkerMsg {
 /// The worker's handle for senders.
 pub type WorkerTx = mpsc::Sender<WorkerMsg>;
 
-type Running = Pin<Box<dyn Future<Output = (Repo, Outcome)> + Send>>;
+type Running = Pin<Box<dyn Future<Output = (Option<Repo>, Outcome)> + Send>>;
 
 enum Outcome {
     Published { outputs: usize, timestamp: String },
@@ -100,7 +100,8 @@ impl Worker {
     pub fn new(
         cfg: Arc<Config>,
         settings: BuildSettings,
-        repo: Repo,
+        repo: Option<Repo>,
+        published: HashMap<String, HashSet<String>>,
         book: BackoffBook,
         status: Arc<Status>,
         health: Arc<Health>,
@@ -108,19 +109,21 @@ impl Worker {
         polls: Option<mpsc::Sender<PollRequest>>,
         shutdown: CancellationToken,
     ) -> Worker {
-        let mut published: HashMap<String, HashSet<String>> = HashMap::new();
-        for e in repo.archive() {
-            published
-                .entry(e.build.recipe.clone())
-                .or_default()
-                .insert(e.version.clone());
+        let mut published = published;
+        if let Some(repo) = &repo {
+            for e in repo.archive() {
+                published
+                    .entry(e.build.recipe.clone())
+                    .or_default()
+                    .insert(e.version.clone());
+            }
+            status.set_published(repo.active_count());
         }
-        status.set_published(repo.active_count());
         status.set_failures(book.entries());
         Worker {
             cfg,
             settings,
-            repo: Some(repo),
+            repo,
             published,
             queue: BuildQueue::new(),
             book,
@@ -173,7 +176,7 @@ impl Worker {
                 },
                 (repo, outcome) = async { current.as_mut().expect("guarded").1.as_mut().await }, if current.is_some() => {
                     let (job, _) = current.take().expect("guarded");
-                    self.repo = Some(repo);
+                    self.repo = repo;
                     self.finish(&job, outcome);
                 }
                 _ = self.shutdown.cancelled(), if !stopping => {}
@@ -319,7 +322,7 @@ impl Worker {
             },
             Phase::Fetching,
         );
-        let mut repo = self.repo.take().expect("repository is home between builds");
+        let repo = self.repo.take();
         let settings = self.settings.clone();
         let status = self.status.clone();
         let kill = self.kill.clone();
@@ -336,41 +339,52 @@ impl Worker {
             let timestamp = rfc3339(
                 SystemTime::UNIX_EPOCH + Duration::from_secs(built.commit_time.max(0) as u64),
             );
-            let packages: Vec<NewPackage> = built
-                .artifacts
-                .iter()
-                .map(|a| NewPackage {
-                    artifact: a.clone(),
-                    license: job.recipe.license.clone(),
-                    homepage: job.recipe.homepage.clone(),
-                    build: BuildInfo {
-                        timestamp: timestamp.clone(),
-                        farm_id: farm_id.clone(),
-                        recipe: job.recipe.id.clone(),
-                        source_ref: job.source_ref(),
-                    },
-                })
-                .collect();
-            let outputs = packages.len();
             let stage = built.stage_dir.clone();
-            let (repo, published) = tokio::task::spawn_blocking(move || {
-                let r = repo.publish(packages);
-                (repo, r)
-            })
-            .await
-            .expect("publish task panicked");
+            let (repo, outputs, published) = match (repo, &settings.peipkg) {
+                (_, Some(tools)) => {
+                    let n = built.peipkg_outputs.len();
+                    let r = tools.publish(&repo_dir, &stage.join("out")).await;
+                    (None, n, r)
+                }
+                (Some(mut repo), None) => {
+                    let packages: Vec<NewPackage> = built
+                        .artifacts
+                        .iter()
+                        .map(|a| NewPackage {
+                            artifact: a.clone(),
+                            license: job.recipe.license.clone(),
+                            homepage: job.recipe.homepage.clone(),
+                            build: BuildInfo {
+                                timestamp: timestamp.clone(),
+                                farm_id: farm_id.clone(),
+                                recipe: job.recipe.id.clone(),
+                                source_ref: job.source_ref(),
+                            },
+                        })
+                        .collect();
+                    let n = packages.len();
+                    let (repo, r) = tokio::task::spawn_blocking(move || {
+                        let r = repo.publish(packages).map_err(|e| e.to_string());
+                        (repo, r)
+                    })
+                    .await
+                    .expect("publish task panicked");
+                    status.set_published(repo.active_count());
+                    (Some(repo), n, r)
+                }
+                (None, None) => (None, 0, Err("no repository is open".to_string())),
+            };
             let _ = std::fs::remove_dir_all(&stage);
             if let Err(e) = published {
                 return (
                     repo,
                     Outcome::Failed(builder::Failure {
                         phase: Phase::Publishing,
-                        error: e.to_string(),
+                        error: e,
                         cancelled: false,
                     }),
                 );
             }
-            status.set_published(repo.active_count());
             if upload_cfg != Upload::None {
                 progress.phase(Phase::Uploading);
                 if let Err(e) = upload::upload(&upload_cfg, &repo_dir).await {
@@ -500,6 +514,7 @@ pub fn build_settings(cfg: &Config) -> BuildSettings {
         path_env: std::env::var("PATH").unwrap_or_else(|_| {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
         }),
+        peipkg: None,
     }
 }
 
