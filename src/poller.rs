@@ -224,7 +224,20 @@ impl Scheduler {
             due.insert((now, r.id.clone()));
         }
 
+        // Test-only fault hook (debug builds only): wedge this loop after N
+        // seconds so the watchdog and /healthz behaviour can be tested.
+        #[cfg(debug_assertions)]
+        let wedge_at = std::env::var("FARMHAND_FAULT_WEDGE_SCHEDULER_AFTER")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
         loop {
+            #[cfg(debug_assertions)]
+            if wedge_at.is_some_and(|t| Instant::now() >= t) {
+                warn!("scheduler wedged by FARMHAND_FAULT_WEDGE_SCHEDULER_AFTER (test hook)");
+                self.cancel.cancelled().await;
+                break;
+            }
             let next_due = due.first().map(|(t, _)| *t);
             tokio::select! {
                 _ = self.cancel.cancelled() => break,

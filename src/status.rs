@@ -707,7 +707,7 @@ impl Health {
     /// How often loops beat.
     pub const BEAT: Duration = Duration::from_secs(1);
     /// When a loop counts as wedged.
-    pub const STALE: Duration = Duration::from_secs(30);
+    pub const STALE: Duration = Duration::from_secs(10);
 
     /// Records that `l` is alive.
     pub fn beat(&self, l: Loop) {

@@ -12,13 +12,47 @@ use tracing::{debug, warn};
 
 use crate::status::Health;
 
+/// Sends one notification datagram without ever blocking: when the
+/// socket's queue is full the message is dropped (and logged at debug),
+/// so a slow or absent reader can never stall the runtime. (The sd-notify
+/// crate's sender blocks in that case.)
 fn send(states: &[NotifyState]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
+    };
+    let mut msg = String::new();
+    for s in states {
+        msg.push_str(&s.to_string());
+        msg.push('\n');
     }
-    if let Err(e) = sd_notify::notify(false, states) {
-        warn!(err = %e, "sd_notify failed");
+    if let Err(e) = send_to(&path, msg.as_bytes()) {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            debug!(err = %e, "sd_notify message dropped: socket queue full");
+        } else {
+            warn!(err = %e, "sd_notify failed");
+        }
     }
+}
+
+fn send_to(path: &std::ffi::OsStr, msg: &[u8]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    let bytes = path.as_bytes();
+    let addr = match bytes.first() {
+        Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..])?,
+        _ => SocketAddr::from_pathname(std::path::Path::new(path))?,
+    };
+    let n = sock.send_to_addr(msg, &addr)?;
+    if n != msg.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "short write",
+        ));
+    }
+    Ok(())
 }
 
 /// `READY=1` with the current status line.
@@ -48,14 +82,17 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// The watchdog interval systemd asked for (`WATCHDOG_USEC`), if any.
+/// The watchdog interval systemd asked for (`WATCHDOG_USEC`), if any. As
+/// sd_watchdog_enabled(3) specifies, a `WATCHDOG_PID` naming another
+/// process disables it; an unset one means this process.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Some(Duration::from_micros(usec))
-    } else {
-        None
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
     }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 /// Sends `WATCHDOG=1` at half the watchdog interval, only while every loop
