@@ -43,7 +43,8 @@ struct Key(Version, String);
 pub struct BuildQueue {
     per_recipe: HashMap<String, BTreeMap<Key, QueuedBuild>>,
     turns: VecDeque<String>,
-    members: HashSet<(String, String)>,
+    members: HashMap<String, HashSet<String>>,
+    len: usize,
 }
 
 impl BuildQueue {
@@ -55,7 +56,8 @@ impl BuildQueue {
     /// Is (recipe, version) queued?
     pub fn contains(&self, recipe: &str, version: &str) -> bool {
         self.members
-            .contains(&(recipe.to_string(), version.to_string()))
+            .get(recipe)
+            .is_some_and(|s| s.contains(version))
     }
 
     /// Queues a build; false if it is already queued or the version does
@@ -64,9 +66,15 @@ impl BuildQueue {
         let Ok(v) = Version::parse(&b.version) else {
             return false;
         };
-        if !self.members.insert((b.recipe.clone(), b.version.clone())) {
+        if !self
+            .members
+            .entry(b.recipe.clone())
+            .or_default()
+            .insert(b.version.clone())
+        {
             return false;
         }
+        self.len += 1;
         let recipe = b.recipe.clone();
         let q = self.per_recipe.entry(recipe.clone()).or_default();
         if q.is_empty() {
@@ -86,25 +94,38 @@ impl BuildQueue {
         } else {
             self.turns.push_back(recipe);
         }
-        self.members.remove(&(b.recipe.clone(), b.version.clone()));
+        self.forget(&b.recipe, &b.version);
         Some(b)
+    }
+
+    fn forget(&mut self, recipe: &str, version: &str) {
+        if let Some(s) = self.members.get_mut(recipe) {
+            if s.remove(version) {
+                self.len -= 1;
+            }
+            if s.is_empty() {
+                self.members.remove(recipe);
+            }
+        }
     }
 
     /// Drops every queued build for which `keep` is false; returns how many.
     pub fn retain(&mut self, mut keep: impl FnMut(&QueuedBuild) -> bool) -> usize {
-        let mut dropped = 0;
-        let members = &mut self.members;
+        let mut gone = Vec::new();
         self.per_recipe.retain(|_, q| {
             q.retain(|_, b| {
                 let k = keep(b);
                 if !k {
-                    members.remove(&(b.recipe.clone(), b.version.clone()));
-                    dropped += 1;
+                    gone.push((b.recipe.clone(), b.version.clone()));
                 }
                 k
             });
             !q.is_empty()
         });
+        let dropped = gone.len();
+        for (r, v) in gone {
+            self.forget(&r, &v);
+        }
         let per = &self.per_recipe;
         self.turns.retain(|r| per.contains_key(r));
         dropped
@@ -112,12 +133,12 @@ impl BuildQueue {
 
     /// Number of queued builds.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.len
     }
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.len == 0
     }
 
     /// Up to `limit` queued builds in the order they will run.
@@ -215,9 +236,11 @@ impl BackoffBook {
 
     /// Is (recipe, version) waiting out a backoff at `now`?
     pub fn is_backing_off(&self, recipe: &str, version: &str, now: SystemTime) -> bool {
-        self.entries
-            .get(&failure_key(recipe, version))
-            .is_some_and(|r| r.next_retry > now)
+        !self.entries.is_empty()
+            && self
+                .entries
+                .get(&failure_key(recipe, version))
+                .is_some_and(|r| r.next_retry > now)
     }
 
     /// Records a failure; returns the wait before the next retry.

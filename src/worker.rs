@@ -138,12 +138,6 @@ impl Worker {
         }
     }
 
-    fn is_published(&self, recipe: &str, version: &str) -> bool {
-        self.published
-            .get(recipe)
-            .is_some_and(|s| s.contains(version))
-    }
-
     /// Runs until shutdown (daemon) or until drained (`--once`).
     pub async fn run(mut self, mut rx: mpsc::Receiver<WorkerMsg>) {
         let mut current: Option<(Job, Running)> = None;
@@ -203,7 +197,7 @@ impl Worker {
     fn offer(
         &mut self,
         recipe: &Arc<Recipe>,
-        mut candidates: Vec<Candidate>,
+        candidates: Vec<Candidate>,
         trigger: Trigger,
         running: Option<&Job>,
     ) -> usize {
@@ -214,35 +208,22 @@ impl Worker {
             debug!(recipe = id, "offer dropped (recipe removed from roster)");
             return 0;
         };
-        let now = SystemTime::now();
-        let nothing_published = self.published.get(id).is_none_or(|s| s.is_empty());
-        if current.watch.backlog == Backlog::Latest && nothing_published {
-            let newest = candidates
-                .iter()
-                .filter_map(|c| {
-                    crate::version::Version::parse(&c.version)
-                        .ok()
-                        .map(|v| (v, c.clone()))
-                })
-                .max_by(|a, b| a.0.cmp(&b.0))
-                .map(|(_, c)| c);
-            candidates = newest.into_iter().collect();
-        }
+        let running = running
+            .filter(|j| j.recipe.id == id)
+            .map(|j| j.version.as_str());
+        let fresh = select_new(
+            &current,
+            candidates,
+            &Seen {
+                published: self.published.get(id),
+                queue: &self.queue,
+                book: &self.book,
+                running,
+            },
+            SystemTime::now(),
+        );
         let mut queued = 0;
-        for c in candidates {
-            if !current.admits(&c.upstream)
-                || self.is_published(id, &c.version)
-                || self.queue.contains(id, &c.version)
-            {
-                continue;
-            }
-            if running.is_some_and(|j| j.recipe.id == id && j.version == c.version) {
-                continue;
-            }
-            if self.book.is_backing_off(id, &c.version, now) {
-                debug!(recipe = id, version = %c.version, "trigger skipped (in failure backoff window)");
-                continue;
-            }
+        for c in fresh {
             let ok = self.queue.push(QueuedBuild {
                 recipe: id.to_string(),
                 tag: c.tag,
@@ -501,6 +482,59 @@ impl Worker {
             self.publish_queue();
         }
     }
+}
+
+/// What a recipe already has: published versions, the queue, the build in
+/// flight and the backoff book.
+pub struct Seen<'a> {
+    /// Published versions of the recipe.
+    pub published: Option<&'a HashSet<String>>,
+    /// The build queue.
+    pub queue: &'a BuildQueue,
+    /// The backoff book.
+    pub book: &'a BackoffBook,
+    /// The version of this recipe being built, if any.
+    pub running: Option<&'a str>,
+}
+
+/// The dedup and backoff filter: the candidates of `recipe` that are not
+/// published, queued, in flight or backing off, and at or above
+/// `min_version`; with `backlog = "latest"` and nothing published, only
+/// the newest. O(1) per candidate.
+pub fn select_new(
+    recipe: &Recipe,
+    mut candidates: Vec<Candidate>,
+    seen: &Seen,
+    now: SystemTime,
+) -> Vec<Candidate> {
+    let id = recipe.id.as_str();
+    if recipe.watch.backlog == Backlog::Latest && seen.published.is_none_or(|s| s.is_empty()) {
+        let newest = candidates
+            .iter()
+            .filter_map(|c| {
+                crate::version::Version::parse(&c.version)
+                    .ok()
+                    .map(|v| (v, c.clone()))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, c)| c);
+        candidates = newest.into_iter().collect();
+    }
+    candidates.retain(|c| {
+        if !recipe.admits(&c.upstream)
+            || seen.published.is_some_and(|p| p.contains(&c.version))
+            || seen.queue.contains(id, &c.version)
+            || seen.running == Some(c.version.as_str())
+        {
+            return false;
+        }
+        if seen.book.is_backing_off(id, &c.version, now) {
+            debug!(recipe = id, version = %c.version, "trigger skipped (in failure backoff window)");
+            return false;
+        }
+        true
+    });
+    candidates
 }
 
 /// The settings every build shares, from the config.
