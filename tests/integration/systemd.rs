@@ -1,10 +1,10 @@
 //! The systemd notify protocol against a real NOTIFY_SOCKET: the exact
 //! message sequence for start, reload, watchdog and stop, and watchdog
 //! pings that stop when a loop is wedged.
-mod util;
+
+use crate::util::*;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
-use util::*;
 
 struct Notify {
     sock: UnixDatagram,

@@ -1,6 +1,6 @@
 //! A first end-to-end check of the harness: demo-like farm, --once.
-mod util;
-use util::*;
+
+use crate::util::*;
 
 #[test]
 fn once_publishes_and_second_once_builds_nothing() {

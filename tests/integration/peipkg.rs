@@ -1,9 +1,9 @@
 //! The peipkg backend: farmhand runs peipkg-build and peipkg-repo with
 //! peipkg-manager's argv. The two tools are stand-in scripts on PATH that
 //! record their argv and produce what the real ones would.
-mod util;
+
+use crate::util::*;
 use std::os::unix::fs::PermissionsExt;
-use util::*;
 
 const PEIPKG_BUILD: &str = r#"#!/bin/sh
 echo "$@" >> "$ARGV_LOG"

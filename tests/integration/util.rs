@@ -1,7 +1,6 @@
 //! Shared helpers for the integration tests: a temporary farm (config,
 //! recipes, state), real upstream git repositories made with the git CLI,
 //! the real `farmhand` binary, and a tiny HTTP/1.1 client.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

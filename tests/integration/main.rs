@@ -1,0 +1,12 @@
+//! farmhand's integration tests: one test binary (one link) whose modules
+//! drive the real `farmhand` binary against temporary farms, real local git
+//! upstreams, real HTTP, real signals and a real `NOTIFY_SOCKET`.
+//!
+//! `util` holds the shared harness; each other module covers one area.
+#![allow(dead_code)]
+
+mod util;
+
+mod peipkg;
+mod smoke;
+mod systemd;
