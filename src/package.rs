@@ -449,8 +449,11 @@ fn write_package(
 
     let file_name = artifact_file_name(&spec.name, version, &spec.architecture);
     let final_path = out_dir.join(&file_name);
+    // Package files are published as they are written here: readable like
+    // any file the daemon creates (0644 less its umask), not tempfile's 0600.
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(out_dir)
         .map_err(io_err(out_dir))?;
     let file = tmp.as_file().try_clone().map_err(io_err(tmp.path()))?;
@@ -740,6 +743,20 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(names.iter().all(|n| n.ends_with(".tar.zst")), "{names:?}");
+    }
+
+    #[test]
+    fn package_files_are_readable_like_ordinary_files() {
+        let d = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        write(d.path(), "usr/bin/x", b"x", 0o755);
+        let arts = package_destdir(d.path(), &[], "x", "x86_64", "1-1", 0, out.path()).unwrap();
+        // What the process umask lets an ordinary new file have.
+        let reference = out.path().join("reference");
+        fs::write(&reference, b"").unwrap();
+        let want = fs::metadata(&reference).unwrap().permissions().mode() & 0o644;
+        let got = fs::metadata(&arts[0].path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, want, "package file mode {got:o}, want {want:o}");
     }
 
     #[test]
