@@ -298,10 +298,17 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let c = Check { path };
         let raw: RawConfig = toml::from_str(text).map_err(|e| c.err(one_line_toml_error(&e)))?;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        // Resolved paths must be absolute: build scripts run in their
+        // source dir and see SOURCE_DIR and DESTDIR, so a path relative to
+        // the daemon's working directory would point elsewhere for them.
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.is_absolute() {
+            base
+        } else {
+            std::env::current_dir()
+                .map(|cwd| cwd.join(&base))
+                .unwrap_or(base)
+        };
         let resolve = |p: String| -> PathBuf {
             let p = PathBuf::from(p);
             if p.is_absolute() {
@@ -842,6 +849,14 @@ sign = ["tcb"]
         .unwrap();
         assert_eq!(c.manager.recipes_dir, Path::new("/srv/farm/recipes"));
         assert_eq!(c.manager.state_dir, Path::new("/srv/farm/state"));
+        // A config given by a relative path still yields absolute paths.
+        let c = Config::parse(
+            Path::new("config.toml"),
+            &MINIMAL.replace("/var/lib/farmhand", "state"),
+        )
+        .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.manager.state_dir, cwd.join("state"));
     }
 
     #[test]
