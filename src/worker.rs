@@ -332,7 +332,7 @@ impl Worker {
                         .artifacts
                         .iter()
                         .map(|a| NewPackage {
-                            artifact: a.clone(),
+                            artifact: with_description(a, &job.recipe.description),
                             license: job.recipe.license.clone(),
                             homepage: job.recipe.homepage.clone(),
                             build: BuildInfo {
@@ -484,6 +484,19 @@ impl Worker {
     }
 }
 
+/// The artifact, described by the recipe's `[meta].description` when its
+/// package stanza has no description of its own (or there is no stanza).
+fn with_description(
+    a: &crate::package::Artifact,
+    recipe_description: &str,
+) -> crate::package::Artifact {
+    let mut a = a.clone();
+    if a.description.is_empty() {
+        a.description = recipe_description.to_string();
+    }
+    a
+}
+
 /// What a recipe already has: published versions, the queue, the build in
 /// flight and the backoff book.
 pub struct Seen<'a> {
@@ -499,8 +512,13 @@ pub struct Seen<'a> {
 
 /// The dedup and backoff filter: the candidates of `recipe` that are not
 /// published, queued, in flight or backing off, and at or above
-/// `min_version`; with `backlog = "latest"` and nothing published, only
-/// the newest. O(1) per candidate.
+/// `min_version`. O(1) per candidate.
+///
+/// With `backlog = "latest"` the history before the recipe's first build
+/// is never built: with nothing published, only the newest candidate;
+/// afterwards, only upstream versions newer than the newest published one,
+/// or published ones at another revision (a revision bump). That costs one
+/// pass over the recipe's published versions per offer.
 pub fn select_new(
     recipe: &Recipe,
     mut candidates: Vec<Candidate>,
@@ -508,17 +526,37 @@ pub fn select_new(
     now: SystemTime,
 ) -> Vec<Candidate> {
     let id = recipe.id.as_str();
-    if recipe.watch.backlog == Backlog::Latest && seen.published.is_none_or(|s| s.is_empty()) {
-        let newest = candidates
-            .iter()
-            .filter_map(|c| {
-                crate::version::Version::parse(&c.version)
-                    .ok()
-                    .map(|v| (v, c.clone()))
-            })
-            .max_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, c)| c);
-        candidates = newest.into_iter().collect();
+    if recipe.watch.backlog == Backlog::Latest {
+        match seen.published.filter(|s| !s.is_empty()) {
+            None => {
+                let newest = candidates
+                    .iter()
+                    .filter_map(|c| {
+                        crate::version::Version::parse(&c.version)
+                            .ok()
+                            .map(|v| (v, c.clone()))
+                    })
+                    .max_by(|a, b| a.0.cmp(&b.0))
+                    .map(|(_, c)| c);
+                candidates = newest.into_iter().collect();
+            }
+            Some(published) => {
+                let upstreams: HashSet<&str> = published
+                    .iter()
+                    .filter_map(|v| v.rsplit_once('-').map(|(u, _)| u))
+                    .collect();
+                let newest = upstreams
+                    .iter()
+                    .copied()
+                    .max_by(|a, b| crate::version::compare_upstream(a, b));
+                candidates.retain(|c| {
+                    upstreams.contains(c.upstream.as_str())
+                        || newest.is_none_or(|n| {
+                            crate::version::compare_upstream(&c.upstream, n).is_gt()
+                        })
+                });
+            }
+        }
     }
     candidates.retain(|c| {
         if !recipe.admits(&c.upstream)
