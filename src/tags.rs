@@ -19,9 +19,13 @@
 //! [`crate::version::is_valid_upstream`] and a length limit before anyone
 //! can use it (for instance in a path).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
 
-use regex::Regex;
+use regex_automata::meta::{self, Regex};
+use regex_automata::util::captures::Captures;
+use regex_automata::PatternID;
 
 use crate::version::is_valid_upstream;
 
@@ -35,8 +39,8 @@ const GROUP_NAMES: [&str; 4] = ["major", "minor", "patch", "prerelease"];
 #[derive(Debug, thiserror::Error)]
 pub enum TagPatternError {
     /// The regular expression does not compile.
-    #[error("does not compile: {0}")]
-    Compile(#[source] regex::Error),
+    #[error("does not compile: {}", compile_message(.0))]
+    Compile(#[source] Box<meta::BuildError>),
     /// The pattern has no capture group at all.
     #[error("needs a capture group")]
     NoGroup,
@@ -139,8 +143,54 @@ enum Style {
 /// A compiled and validated `tag_pattern`.
 #[derive(Debug, Clone)]
 pub struct TagPattern {
-    regex: Regex,
+    /// Shared by every recipe with the same pattern (see [`compile`]).
+    regex: Arc<Compiled>,
     style: Style,
+}
+
+/// A compiled pattern and the text it was compiled from.
+#[derive(Debug)]
+struct Compiled {
+    pattern: String,
+    regex: Regex,
+}
+
+/// Compiles `pattern`, or returns the compiled form another recipe already
+/// holds.
+///
+/// Tags are short and matched once per poll, so the pattern runs on the
+/// NFA engines alone (no one-pass or lazy DFA): that keeps a compiled
+/// pattern near 12 KiB instead of about 100 KiB for a Unicode `\d`, which
+/// is what lets a roster of 1,000 recipes stay small. Recipes usually share
+/// a handful of patterns, so identical ones are compiled once and shared
+/// (through weak references: nothing outlives the last recipe using it).
+fn compile(pattern: &str) -> Result<Arc<Compiled>, Box<meta::BuildError>> {
+    static SHARED: Mutex<Option<HashMap<String, Weak<Compiled>>>> = Mutex::new(None);
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    let shared = shared.get_or_insert_with(HashMap::new);
+    if let Some(c) = shared.get(pattern).and_then(Weak::upgrade) {
+        return Ok(c);
+    }
+    let regex = Regex::builder()
+        .configure(meta::Config::new().onepass(false).hybrid(false).dfa(false))
+        .build(pattern)
+        .map_err(Box::new)?;
+    let c = Arc::new(Compiled {
+        pattern: pattern.to_string(),
+        regex,
+    });
+    shared.retain(|_, w| w.strong_count() > 0);
+    shared.insert(pattern.to_string(), Arc::downgrade(&c));
+    Ok(c)
+}
+
+/// The syntax error as the regex parser words it (with the pattern and a
+/// caret under the problem), else the build error.
+fn compile_message(e: &meta::BuildError) -> String {
+    match e.syntax_error() {
+        Some(s) => s.to_string(),
+        None => e.to_string(),
+    }
 }
 
 impl TagPattern {
@@ -153,9 +203,9 @@ impl TagPattern {
     /// `minor`, `patch`, `prerelease` or a name twice, or has named groups
     /// without both `major` and `minor`.
     pub fn new(pattern: &str) -> Result<TagPattern, TagPatternError> {
-        let regex = Regex::new(pattern).map_err(|e| {
-            // The regex crate rejects duplicate names itself; name the group.
-            if e.to_string().contains("duplicate capture group name") {
+        let regex = compile(pattern).map_err(|e| {
+            // The parser rejects duplicate names itself; name the group.
+            if compile_message(&e).contains("duplicate capture group name") {
                 if let Some(name) = duplicate_group_name(pattern) {
                     return TagPatternError::DuplicateGroup(name);
                 }
@@ -166,7 +216,8 @@ impl TagPattern {
         let mut unnamed = 0usize;
         let mut named: [Option<usize>; 4] = [None; 4];
         let mut any_named = false;
-        for (index, name) in regex.capture_names().enumerate().skip(1) {
+        let names = regex.regex.group_info().pattern_names(PatternID::ZERO);
+        for (index, name) in names.enumerate().skip(1) {
             let Some(name) = name else {
                 unnamed += 1;
                 continue;
@@ -201,7 +252,7 @@ impl TagPattern {
     /// The pattern as written in the recipe.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        self.regex.as_str()
+        &self.regex.pattern
     }
 
     /// None: the tag does not match the pattern (ignored silently).
@@ -212,14 +263,20 @@ impl TagPattern {
     /// (caller logs a warning and skips the tag).
     #[must_use]
     pub fn upstream_version(&self, tag: &str) -> Option<Result<String, TagError>> {
-        let caps = self.regex.captures(tag)?;
+        let re = &self.regex.regex;
+        let mut caps = re.create_captures();
+        re.captures(tag, &mut caps);
+        if !caps.is_match() {
+            return None;
+        }
+        let group = |caps: &Captures, i: usize| caps.get_group(i).map(|span| &tag[span.range()]);
         let not_matched = |group: &str| TagError::GroupNotMatched {
             tag: tag.to_string(),
             group: group.to_string(),
         };
         let version = match self.style {
-            Style::Unnamed => match caps.get(1) {
-                Some(m) => m.as_str().to_string(),
+            Style::Unnamed => match group(&caps, 1) {
+                Some(m) => m.to_string(),
                 None => return Some(Err(not_matched("1"))),
             },
             Style::Named {
@@ -228,19 +285,18 @@ impl TagPattern {
                 patch,
                 prerelease,
             } => {
-                let Some(major) = caps.get(major) else {
+                let Some(major) = group(&caps, major) else {
                     return Some(Err(not_matched("major")));
                 };
-                let Some(minor) = caps.get(minor) else {
+                let Some(minor) = group(&caps, minor) else {
                     return Some(Err(not_matched("minor")));
                 };
                 let optional = |index: Option<usize>| {
                     index
-                        .and_then(|i| caps.get(i))
-                        .map(|m| m.as_str())
+                        .and_then(|i| group(&caps, i))
                         .filter(|s| !s.is_empty())
                 };
-                let mut v = format!("{}.{}", major.as_str(), minor.as_str());
+                let mut v = format!("{major}.{minor}");
                 if let Some(p) = optional(patch) {
                     v.push('.');
                     v.push_str(p);
@@ -608,6 +664,17 @@ mod tests {
                 r#"named groups need both "major" and "minor""#
             );
         }
+    }
+
+    #[test]
+    fn identical_patterns_share_one_compiled_regex() {
+        let a = pat(r"^v(\d+\.\d+\.\d+)$");
+        let b = pat(r"^v(\d+\.\d+\.\d+)$");
+        let c = pat(r"^release-(\d+\.\d+\.\d+)$");
+        assert!(Arc::ptr_eq(&a.regex, &b.regex));
+        assert!(!Arc::ptr_eq(&a.regex, &c.regex));
+        assert_eq!(ok(&b, "v1.2.3"), "1.2.3");
+        assert_eq!(ok(&c, "release-1.2.3"), "1.2.3");
     }
 
     #[test]
