@@ -14,7 +14,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    // Indexes, signatures, repo.json and the public key are published as
+    // written here: readable like any file the daemon creates (0644 less
+    // its umask), not tempfile's 0600.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -64,6 +70,20 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn write_atomic_files_are_readable_like_ordinary_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.json");
+        write_atomic(&p, b"{}").unwrap();
+        // What the process umask lets an ordinary new file have.
+        let reference = dir.path().join("reference");
+        fs::write(&reference, b"").unwrap();
+        let want = fs::metadata(&reference).unwrap().permissions().mode() & 0o644;
+        let got = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, want, "mode {got:o}, want {want:o}");
     }
 
     #[test]

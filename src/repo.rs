@@ -857,6 +857,7 @@ fn move_into_pool(from: &Path, to: &Path) -> Result<(), RepoError> {
             let dir = to.parent().unwrap_or(Path::new("."));
             let mut tmp = tempfile::Builder::new()
                 .prefix(TMP_PREFIX)
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
                 .tempfile_in(dir)
                 .map_err(io_err(dir))?;
             let mut src = fs::File::open(from).map_err(io_err(from))?;
