@@ -7,6 +7,10 @@
 
 mod util;
 
+mod check;
+mod once;
+mod once_security;
+mod once_transport;
 mod peipkg;
 mod smoke;
 mod systemd;

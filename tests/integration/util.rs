@@ -463,10 +463,7 @@ fn parse_response(raw: &[u8], head: bool) -> HttpResponse {
 /// Decodes a chunked body.
 pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size =
             usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
@@ -493,4 +490,233 @@ pub fn sha256_file(p: &Path) -> String {
 pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
+}
+
+/// Runs git in `dir` like [`git`], with author and committer dates at `epoch`.
+pub fn git_at(dir: &Path, args: &[&str], epoch: i64) -> String {
+    let date = format!("{epoch} +0000");
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "upstream")
+        .env("GIT_AUTHOR_EMAIL", "upstream@example.org")
+        .env("GIT_COMMITTER_NAME", "upstream")
+        .env("GIT_COMMITTER_EMAIL", "upstream@example.org")
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", &date)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Upstream {
+    /// Commits a `VERSION` file at commit time `epoch` and tags it, so each
+    /// tag has its own commit time.
+    pub fn release_at(&self, tag: &str, epoch: i64) {
+        std::fs::write(self.path.join("VERSION"), format!("{tag}\n")).unwrap();
+        git_at(&self.path, &["add", "-A"], epoch);
+        git_at(
+            &self.path,
+            &["commit", "-q", "-m", &format!("release {tag}")],
+            epoch,
+        );
+        git_at(&self.path, &["tag", tag], epoch);
+    }
+}
+
+impl Farm {
+    /// Runs `farmhand --config config.toml <args>` with extra environment.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .arg("--log-format")
+            .arg("logfmt")
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("farmhand runs")
+    }
+
+    /// Runs `farmhand --once`, asserts exit 0, returns the log (stderr).
+    pub fn once_ok(&self) -> String {
+        let out = self.run(&["--once"]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "--once failed:\n{log}");
+        log
+    }
+
+    /// `state/repo/index/archive.json`, parsed.
+    pub fn archive(&self) -> serde_json::Value {
+        read_json(&self.repo().join("index/archive.json"))
+    }
+
+    /// `state/repo/index/active.json`, parsed.
+    pub fn active(&self) -> serde_json::Value {
+        read_json(&self.repo().join("index/active.json"))
+    }
+}
+
+/// Log lines whose `msg` is exactly `msg`.
+pub fn log_lines<'a>(log: &'a str, msg: &str) -> Vec<&'a str> {
+    let pat = format!("msg=\"{msg}\"");
+    log.lines().filter(|l| l.contains(&pat)).collect()
+}
+
+/// `(name, version)` of every package in an index document, in order.
+pub fn index_versions(doc: &serde_json::Value) -> Vec<(String, String)> {
+    doc["packages"]
+        .as_array()
+        .expect("packages is an array")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// One entry of a package archive.
+#[derive(Debug, Clone)]
+pub struct TarEntry {
+    pub path: String,
+    pub kind: tar::EntryType,
+    pub mode: u32,
+    pub mtime: u64,
+    pub uid: u64,
+    pub gid: u64,
+    pub uname: Vec<u8>,
+    pub gname: Vec<u8>,
+    pub link: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// Decompresses and lists a `.tar.zst`, in archive order.
+pub fn read_tar_zst(p: &Path) -> Vec<TarEntry> {
+    let file = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let dec = zstd::stream::read::Decoder::new(file).unwrap();
+    let mut ar = tar::Archive::new(dec);
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push(TarEntry {
+            path: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+            kind: h.entry_type(),
+            mode: h.mode().unwrap(),
+            mtime: h.mtime().unwrap(),
+            uid: h.uid().unwrap(),
+            gid: h.gid().unwrap(),
+            uname: h.username_bytes().unwrap_or_default().to_vec(),
+            gname: h.groupname_bytes().unwrap_or_default().to_vec(),
+            link: e
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned()),
+            data,
+        });
+    }
+    out
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `git daemon` serving every repository under `base` on 127.0.0.1;
+/// killed by its PID when dropped.
+pub struct GitDaemon {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    /// Starts the daemon and waits until it accepts connections.
+    pub fn start(base: &Path) -> GitDaemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg(format!("--base-path={}", base.display()))
+            .arg("--export-all")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let mut d = GitDaemon { child, port };
+        let addr = format!("127.0.0.1:{port}");
+        wait_for(Duration::from_secs(10), "git daemon to listen", || {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!("git daemon exited early: {st}");
+            }
+            TcpStream::connect(&addr).ok().map(|_| ())
+        });
+        d
+    }
+
+    /// `git://127.0.0.1:<port>/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True while a process with this PID exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Every path under `root` (recursive, symlinks not followed).
+pub fn walk_tree(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
 }
