@@ -86,9 +86,18 @@ pub fn init(format: LogFormat, level: LogLevel) -> LogFormat {
     if format == LogFormat::Journald {
         match tracing_journald::layer() {
             Ok(layer) => {
+                // syslog(3) levels: info is 6 and debug 7, so
+                // `journalctl -p notice` does not list routine events.
                 let layer = layer
                     .with_field_prefix(None)
-                    .with_syslog_identifier("farmhand".into());
+                    .with_syslog_identifier("farmhand".into())
+                    .with_priority_mappings(tracing_journald::PriorityMappings {
+                        error: tracing_journald::Priority::Error,
+                        warn: tracing_journald::Priority::Warning,
+                        info: tracing_journald::Priority::Informational,
+                        debug: tracing_journald::Priority::Debug,
+                        trace: tracing_journald::Priority::Debug,
+                    });
                 let _ = tracing_subscriber::registry()
                     .with(filter)
                     .with(layer)

@@ -11,6 +11,7 @@ mod check;
 mod once;
 mod once_security;
 mod once_transport;
+mod ops;
 mod peipkg;
 mod smoke;
 mod systemd;
