@@ -358,9 +358,13 @@ pub async fn run_daemon(cfg: Config) -> Result<(), Fatal> {
             Err(e) => warn!(err = %e, "webhook secret unusable; every webhook will be refused"),
         }
     }
-    let listener = match &cfg.http.addr {
-        Some(a) => Some(http::bind(a).await.map_err(|e| Fatal::Runtime(e.into()))?),
-        None => None,
+    // A socket passed by systemd (farmhand.socket) replaces [http].addr.
+    let inherited =
+        systemd::inherited_listener().map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
+    let listener = match (inherited, &cfg.http.addr) {
+        (Some(l), _) => Some(l),
+        (None, Some(a)) => Some(http::bind(a).await.map_err(|e| Fatal::Runtime(e.into()))?),
+        (None, None) => None,
     };
 
     let cancel = CancellationToken::new();

@@ -1,7 +1,8 @@
 //! The systemd notify protocol: readiness, status line, reload, stop and
 //! the watchdog. Every helper does nothing when `NOTIFY_SOCKET` is unset and
 //! logs (never returns) a failure to send, so systemd integration can never
-//! take the daemon down.
+//! take the daemon down. Also socket activation: the HTTP listener systemd
+//! passes (`farmhand.socket`), per sd_listen_fds(3).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,4 +110,67 @@ pub async fn watchdog(interval: Duration, health: Arc<Health>, cancel: Cancellat
             },
         }
     }
+}
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: std::os::fd::RawFd = 3;
+
+/// The HTTP listener passed by socket activation (sd_listen_fds(3)):
+/// `Ok(None)` unless `LISTEN_PID` names this process and `LISTEN_FDS` is at
+/// least 1. The first passed descriptor must be a listening TCP stream
+/// socket (`ListenStream=` in the socket unit); it replaces `[http].addr`.
+/// It is made close-on-exec so build scripts never inherit it; further
+/// descriptors are ignored. Call once, from within the runtime.
+pub fn inherited_listener() -> Result<Option<tokio::net::TcpListener>, String> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+
+    let Ok(pid) = std::env::var("LISTEN_PID") else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let n: u32 = match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        Some(n) if n >= 1 => n,
+        _ => return Ok(None),
+    };
+    // SAFETY: sd_listen_fds(3): with LISTEN_PID naming this process,
+    // descriptors 3.. were passed to it by its manager; this borrow only
+    // inspects descriptor 3 and ends before ownership is taken below.
+    let fd = unsafe { BorrowedFd::borrow_raw(LISTEN_FDS_START) };
+    let bad = |why: String| format!("LISTEN_FDS: descriptor 3 {why}");
+    let ty =
+        getsockopt(&fd, sockopt::SockType).map_err(|e| bad(format!("is not a socket: {e}")))?;
+    let listening = getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+    if ty != SockType::Stream || !listening {
+        return Err(bad(
+            "is not a listening stream socket (the socket unit needs ListenStream=)".into(),
+        ));
+    }
+    fcntl(LISTEN_FDS_START, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| bad(format!("cannot be made close-on-exec: {e}")))?;
+    // SAFETY: as above; descriptor 3 is a valid socket passed to this
+    // process, and this is its only owner (called once).
+    let owned = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
+    let std_listener = std::net::TcpListener::from(owned);
+    std_listener
+        .local_addr()
+        .map_err(|e| bad(format!("is not a TCP socket: {e}")))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| bad(format!("cannot be made non-blocking: {e}")))?;
+    if n > 1 {
+        warn!(
+            count = n,
+            "systemd passed more than one socket; serving HTTP on the first"
+        );
+    }
+    tokio::net::TcpListener::from_std(std_listener)
+        .map_err(|e| bad(e.to_string()))
+        .map(Some)
 }

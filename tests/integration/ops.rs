@@ -41,6 +41,10 @@ fn unit_root(unit: &Path, binary: &Path) -> tempfile::TempDir {
         }
     }
     std::fs::copy(unit, sys.join("farmhand.service")).unwrap();
+    let socket = unit.with_file_name("farmhand.socket");
+    if socket.exists() {
+        std::fs::copy(&socket, sys.join("farmhand.socket")).unwrap();
+    }
     for (src, dst) in [
         (binary, "usr/bin/farmhand"),
         (Path::new("/bin/kill"), "bin/kill"),
@@ -52,13 +56,19 @@ fn unit_root(unit: &Path, binary: &Path) -> tempfile::TempDir {
     r
 }
 
-/// `systemd-analyze verify` on `unit` inside `root`: no error, no warning.
+/// `systemd-analyze verify` on farmhand.service and farmhand.socket inside
+/// `root`: no error, no warning.
 fn verify_unit(root: &Path) {
     let (stdout, stderr) = run_ok(
         Command::new("systemd-analyze")
             .arg("verify")
             .arg(format!("--root={}", root.display()))
-            .args(["--man=no", "--generators=no", "farmhand.service"]),
+            .args([
+                "--man=no",
+                "--generators=no",
+                "farmhand.service",
+                "farmhand.socket",
+            ]),
     );
     assert_eq!(
         format!("{stdout}{stderr}").trim(),
@@ -290,6 +300,7 @@ fn debian_package_holds_binary_unit_config_and_docs() {
     for f in [
         "/etc/farmhand/config.toml",
         "/usr/lib/systemd/system/farmhand.service",
+        "/usr/lib/systemd/system/farmhand.socket",
         "/usr/lib/sysusers.d/farmhand.conf",
         "/usr/lib/tmpfiles.d/farmhand.conf",
         "/usr/share/doc/farmhand/README.md",
@@ -349,6 +360,10 @@ fn debian_package_holds_binary_unit_config_and_docs() {
         (
             "usr/lib/systemd/system/farmhand.service",
             "systemd/farmhand.service",
+        ),
+        (
+            "usr/lib/systemd/system/farmhand.socket",
+            "systemd/farmhand.socket",
         ),
         (
             "usr/lib/sysusers.d/farmhand.conf",
@@ -744,4 +759,195 @@ journalctl -D /run/log/journal -o json --no-pager RECIPE=hello
         "auto did not log natively to the journal:\n{out}"
     );
     assert!(e.iter().all(|e| e["_TRANSPORT"] == "journal"), "{out}");
+}
+
+/// Starts `cmd` (the daemon, possibly behind a wrapper that execs it) with
+/// its stderr collected like `Farm::start`.
+fn spawn_daemon(cmd: &mut Command, addr: Option<String>) -> Daemon {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    let mut child = cmd
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            l.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    Daemon { child, log, addr }
+}
+
+fn activation_farm() -> Farm {
+    let mut farm = Farm::new();
+    farm.http = true; // [http].addr = 127.0.0.1:0: a passed socket must win
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.write_config("");
+    // The build lists its open descriptors and environment into its log.
+    farm.simple_recipe("hello", &up, "#!/bin/sh\nls -l /proc/$$/fd/\nenv\n", "");
+    farm
+}
+
+#[test]
+fn socket_activation_serves_on_the_inherited_socket() {
+    let farm = activation_farm();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // systemd-socket-activate binds the socket and, on the first
+    // connection, execs farmhand with it as descriptor 3 and LISTEN_FDS=1,
+    // LISTEN_PID=<its pid>, as systemd does.
+    let mut d = spawn_daemon(
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen={addr}"))
+            .arg(bin())
+            .arg("--config")
+            .arg(farm.config_path())
+            .args(["--log-format", "logfmt"]),
+        Some(addr.clone()),
+    );
+    d.wait_log("Listening on", Duration::from_secs(20));
+    // The first request starts the daemon and is answered by it: it waited
+    // in the socket's queue meanwhile.
+    let first = request(&addr, "GET", "/healthz", &[], b"");
+    assert_eq!(first.status, 200, "{}", d.logs());
+    let listening = d.wait_log_field("webhook server listening", "addr", Duration::from_secs(20));
+    assert_eq!(listening, addr, "the inherited socket replaces [http].addr");
+    d.wait_log("build + publish complete", Duration::from_secs(30));
+    assert_eq!(d.get("/healthz").status, 200);
+    assert_eq!(d.status()["builds_succeeded"], 1);
+
+    // The build script inherited neither the listening socket nor the
+    // activation variables.
+    let log = std::fs::read_dir(farm.state().join("logs/hello"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .next()
+        .expect("a build log");
+    assert!(log.contains(" 1 -> "), "no descriptor listing in:\n{log}");
+    assert!(
+        !log.contains("socket:"),
+        "the build inherited a socket:\n{log}"
+    );
+    assert!(!log.contains("LISTEN_"), "{log}");
+
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), 0, "{}", d.logs());
+}
+
+#[test]
+fn socket_activation_rejects_a_datagram_socket_and_ignores_foreign_variables() {
+    let farm = activation_farm();
+    let port = free_port();
+    let mut d = spawn_daemon(
+        Command::new("systemd-socket-activate")
+            .arg("--datagram")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(bin())
+            .arg("--config")
+            .arg(farm.config_path())
+            .args(["--log-format", "logfmt"]),
+        None,
+    );
+    d.wait_log("Listening on", Duration::from_secs(20));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"x", ("127.0.0.1", port)).unwrap();
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), 1, "{}", d.logs());
+    assert!(
+        d.logs()
+            .contains("LISTEN_FDS: descriptor 3 is not a listening stream socket"),
+        "{}",
+        d.logs()
+    );
+
+    // LISTEN_PID naming another process: the variables are not for us, and
+    // farmhand binds [http].addr itself.
+    let mut d = farm.start_with(&[], &[("LISTEN_FDS", "1"), ("LISTEN_PID", "1")]);
+    let addr = d.addr.clone().unwrap();
+    assert_ne!(addr, format!("127.0.0.1:{port}"));
+    assert_eq!(d.get("/healthz").status, 200);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn arch_pkgbuild_packages_the_same_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let pkg = tmp.path().join("pkg");
+    std::fs::create_dir_all(src.join("target/release")).unwrap();
+    std::fs::copy(bin(), src.join("target/release/farmhand")).unwrap();
+    // makepkg's variables, then the PKGBUILD's own package().
+    let (stdout, _) = run_ok(
+        Command::new("bash")
+            .args([
+                "-euc",
+                "source \"$startdir/PKGBUILD\"; package; echo \"$pkgname $pkgver ${backup[*]}\"",
+            ])
+            .env("startdir", root().join("packaging/arch"))
+            .env("srcdir", &src)
+            .env("pkgdir", &pkg),
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "farmhand {} etc/farmhand/config.toml",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let mut want = vec![
+        "etc/farmhand/config.toml",
+        "etc/farmhand/recipes/",
+        "usr/bin/farmhand",
+        "usr/lib/systemd/system/farmhand.service",
+        "usr/lib/systemd/system/farmhand.socket",
+        "usr/lib/sysusers.d/farmhand.conf",
+        "usr/lib/tmpfiles.d/farmhand.conf",
+        "usr/share/doc/farmhand/README.md",
+        "usr/share/doc/farmhand/examples/config.toml",
+        "usr/share/doc/farmhand/examples/prometheus/farmhand-alerts.yml",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    for e in std::fs::read_dir(root().join("docs")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") {
+            want.push(format!("usr/share/doc/farmhand/{name}"));
+        }
+    }
+    want.sort();
+    let (found, _) = run_ok(
+        Command::new("find")
+            .arg(".")
+            .args(["(", "-type", "f", "-o", "-type", "d", "-empty", ")"])
+            .current_dir(&pkg),
+    );
+    let mut got: Vec<String> = found
+        .lines()
+        .map(|l| {
+            let p = l.trim_start_matches("./").to_string();
+            if pkg.join(&p).is_dir() {
+                format!("{p}/")
+            } else {
+                p
+            }
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        std::fs::read(pkg.join("usr/lib/systemd/system/farmhand.service")).unwrap(),
+        std::fs::read(root().join("systemd/farmhand.service")).unwrap()
+    );
 }
