@@ -343,6 +343,15 @@ fn spawn_signal_stop(cancel: CancellationToken) {
 
 /// The daemon: runs until SIGTERM/SIGINT.
 pub async fn run_daemon(cfg: Config) -> Result<(), Fatal> {
+    run_daemon_with(cfg, |_| {}).await
+}
+
+/// The daemon, telling `on_listening` the address the HTTP server is bound
+/// to (`None` without one) before it starts serving.
+pub async fn run_daemon_with(
+    cfg: Config,
+    on_listening: impl FnOnce(Option<std::net::SocketAddr>),
+) -> Result<(), Fatal> {
     // Signal handlers first, so a SIGHUP during start-up is not fatal.
     let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
@@ -366,6 +375,7 @@ pub async fn run_daemon(cfg: Config) -> Result<(), Fatal> {
         (None, Some(a)) => Some(http::bind(a).await.map_err(|e| Fatal::Runtime(e.into()))?),
         (None, None) => None,
     };
+    on_listening(listener.as_ref().and_then(|l| l.local_addr().ok()));
 
     let cancel = CancellationToken::new();
     let (roster_tx, roster_rx) = watch::channel(Arc::new(farm.roster));

@@ -79,22 +79,30 @@ poll_interval = "1m"
 pub async fn run(dir: &Path, addr: &str) -> Result<(), Fatal> {
     let config = create(dir, addr).map_err(Fatal::Runtime)?;
     let cfg = daemon::load_config(&config)?;
+    // The farm's own absolute path: the recipe names the upstream by it,
+    // so the webhook hint must too.
+    let dir = config.parent().unwrap_or(dir).to_path_buf();
     let secret = std::fs::read_to_string(dir.join("webhook-secret")).unwrap_or_default();
-    eprintln!(
-        "\nfarmhand demo farm in {dir}\n\
-         \x20 status:    curl http://{addr}/status\n\
-         \x20 metrics:   curl http://{addr}/metrics\n\
-         \x20 builds:    curl http://{addr}/builds\n\
-         \x20 repo:      ls {dir}/state/repo/pool {dir}/state/repo/index\n\
-         \x20 new tag:   git -C {dir}/upstream tag v1.3.0 && kill -HUP <pid>   (or wait for the 1m poll)\n\
-         \x20 webhook:   body='{{\"repository\":{{\"clone_url\":\"{up}\"}}}}'; \\\n\
-         \x20            curl -H \"X-GitHub-Event: push\" -H \"X-Hub-Signature-256: sha256=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{secret}' | sed 's/.* //')\" -d \"$body\" http://{addr}/webhooks/github\n\
-         \x20 stop:      Ctrl-C\n",
-        dir = dir.display(),
-        up = dir.join("upstream").display(),
-        secret = secret.trim(),
-    );
-    daemon::run_daemon(cfg).await
+    daemon::run_daemon_with(cfg, |bound| {
+        // The address actually bound (`--addr 127.0.0.1:0` picks a port).
+        let addr = bound.map_or_else(|| addr.to_string(), |a| a.to_string());
+        eprintln!(
+            "\nfarmhand demo farm in {dir}\n\
+             \x20 status:    curl http://{addr}/status\n\
+             \x20 metrics:   curl http://{addr}/metrics\n\
+             \x20 builds:    curl http://{addr}/builds\n\
+             \x20 repo:      ls {dir}/state/repo/pool {dir}/state/repo/index\n\
+             \x20 new tag:   git -C {dir}/upstream tag v1.3.0 && kill -HUP {pid}   (or wait for the 1m poll)\n\
+             \x20 webhook:   body='{{\"repository\":{{\"clone_url\":\"{up}\"}}}}'; \\\n\
+             \x20            curl -H \"X-GitHub-Event: push\" -H \"X-Hub-Signature-256: sha256=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{secret}' | sed 's/.* //')\" -d \"$body\" http://{addr}/webhooks/github\n\
+             \x20 stop:      Ctrl-C\n",
+            dir = dir.display(),
+            up = dir.join("upstream").display(),
+            secret = secret.trim(),
+            pid = std::process::id(),
+        );
+    })
+    .await
 }
 
 /// Makes the demo farm (idempotent); returns the config path.

@@ -4,9 +4,9 @@
 //!
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
-//! before any HMAC work. `HEAD` works on every `GET`. Errors are short
-//! plain-text bodies. The server lives for the daemon's whole life: a
-//! reload never bounces it.
+//! before any HMAC work, and must arrive within [`BODY_TIMEOUT`]. `HEAD`
+//! works on every `GET`. Errors are short plain-text bodies. The server
+//! lives for the daemon's whole life: a reload never bounces it.
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -37,6 +37,9 @@ use crate::webhook;
 
 /// Time allowed for a client to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a client to send a webhook body (GitHub gives up on a
+/// delivery after 10 s anyway).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delivery ids remembered for redelivery detection.
 const DELIVERIES_REMEMBERED: usize = 10_000;
 /// Most connections served at once; more wait in the listen backlog.
@@ -298,22 +301,45 @@ async fn github_webhook(
     let signature = header("x-hub-signature-256");
     let event = header("x-github-event");
     let delivery = header("x-github-delivery");
-    let body = match Limited::new(req.into_body(), webhook::MAX_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large()
-        }
-        Err(_) => {
+    // One buffer, sized from Content-Length when there is one, grown (never
+    // past the limit) while streaming; a body over the limit is refused as
+    // soon as its size shows, and the buffer is released at once. A client
+    // that stalls mid-body is answered 408 after BODY_TIMEOUT.
+    let mut incoming = req.into_body();
+    let mut body: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                st.status.webhook("bad_request");
+                return text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {}s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                );
+            }
+        };
+        let Ok(frame) = frame else {
             st.status.webhook("bad_request");
             return text(StatusCode::BAD_REQUEST, "could not read request body");
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = body.len() + data.len();
+        if need > webhook::MAX_BODY {
+            return too_large();
         }
-    };
+        if need > body.capacity() {
+            let grown = (body.capacity() * 2).clamp(need, webhook::MAX_BODY);
+            body.reserve_exact(grown - body.len());
+        }
+        body.extend_from_slice(&data);
+    }
     let secret = st.secret.read().unwrap_or_else(|p| p.into_inner()).clone();
     let verified = secret
         .as_deref()

@@ -8,6 +8,8 @@
 mod util;
 
 mod check;
+mod daemon;
+mod http;
 mod once;
 mod once_security;
 mod once_transport;
@@ -15,3 +17,4 @@ mod ops;
 mod peipkg;
 mod smoke;
 mod systemd;
+mod webhooks;

@@ -720,3 +720,258 @@ pub fn walk_tree(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---- Helpers for the daemon-mode tests (webhooks, http, daemon) ----
+
+/// A build-script fragment that blocks until `path` exists (at most 60 s).
+pub fn wait_file_sh(path: &Path) -> String {
+    format!(
+        "i=0; while [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n",
+        path.display()
+    )
+}
+
+/// A GitHub `push` payload for the tag `tag` of the repository at `url`.
+pub fn push_payload(url: &str, tag: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ref": format!("refs/tags/{tag}"),
+        "repository": {"full_name": "upstream/repo", "clone_url": url, "html_url": url},
+    }))
+    .unwrap()
+}
+
+/// A GitHub `create` payload for the tag `tag` of the repository at `url`.
+pub fn create_payload(url: &str, tag: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ref": tag,
+        "ref_type": "tag",
+        "repository": {"full_name": "upstream/repo", "clone_url": url, "html_url": url},
+    }))
+    .unwrap()
+}
+
+/// Resident memory of a process in KiB (`VmRSS` of /proc/<pid>/status).
+pub fn vm_rss_kib(pid: i32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// A `... kB` line of /proc/<pid>/status, in KiB.
+pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Starts the real binary with `args` (stderr captured like
+/// [`Farm::start`]); waits for its HTTP server when `http`.
+pub fn spawn_daemon(args: &[&str], cwd: &Path, http: bool) -> Daemon {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("farmhand starts");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            l.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    let mut d = Daemon {
+        child,
+        log,
+        addr: None,
+    };
+    if http {
+        d.addr =
+            Some(d.wait_log_field("webhook server listening", "addr", Duration::from_secs(20)));
+    }
+    d
+}
+
+/// True when the logfmt `line` is the event `msg` with every `key=value` of `fields`.
+pub fn is_event(line: &str, msg: &str, fields: &[(&str, &str)]) -> bool {
+    field(line, "msg").as_deref() == Some(msg)
+        && fields
+            .iter()
+            .all(|(k, v)| field(line, k).as_deref() == Some(*v))
+}
+
+impl Daemon {
+    /// Log lines of the event `msg` carrying every `key=value` of `fields`.
+    pub fn events(&self, msg: &str, fields: &[(&str, &str)]) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| is_event(l, msg, fields))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits for `n` events `msg` with `fields`; returns the last one.
+    pub fn wait_events(
+        &self,
+        msg: &str,
+        fields: &[(&str, &str)],
+        n: usize,
+        timeout: Duration,
+    ) -> String {
+        wait_for(
+            timeout,
+            &format!("{n} x {msg:?} {fields:?}; log so far:\n{}", self.logs()),
+            || {
+                let ev = self.events(msg, fields);
+                (ev.len() >= n).then(|| ev[n - 1].clone())
+            },
+        )
+    }
+
+    /// Waits for the event `msg` with `fields`; returns its line.
+    pub fn wait_event(&self, msg: &str, fields: &[(&str, &str)], timeout: Duration) -> String {
+        self.wait_events(msg, fields, 1, timeout)
+    }
+
+    /// The value of one series of `/metrics`, e.g.
+    /// `farmhand_webhooks_total{result="pong"}`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200);
+        r.text().lines().find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == series).then(|| v.parse().ok())?
+        })
+    }
+
+    /// Waits until `/status` satisfies `pred`; returns that document.
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if pred(&s) {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for /status: {what}\nlast: {s:#}\nlog:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reads one HTTP response from `s`: headers, then a `Content-Length` or
+/// chunked body, or up to EOF. Reads nothing past a response whose length
+/// is known, so pipelined responses can be read one after the other.
+pub fn read_response(s: &mut TcpStream, head: bool) -> std::io::Result<HttpResponse> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            if raw.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed without a response",
+                ));
+            }
+            return Ok(parse_response(&raw, head));
+        }
+        raw.push(byte[0]);
+    }
+    if head {
+        return Ok(parse_response(&raw, true));
+    }
+    let head_text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let len = head_text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head_text.contains("transfer-encoding: chunked");
+    let header_end = raw.len();
+    let mut buf = [0u8; 65536];
+    loop {
+        let body = &raw[header_end..];
+        if len.is_some_and(|n| body.len() >= n) || (chunked && body.ends_with(b"0\r\n\r\n")) {
+            break;
+        }
+        let want = match len {
+            Some(n) => (n - body.len()).min(buf.len()),
+            None if chunked => 1,
+            None => buf.len(),
+        };
+        let n = s.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    Ok(parse_response(&raw, false))
+}
+
+/// Sends `head` (request line and headers, ending in a blank line), lets
+/// `body` write the rest from another thread (its write errors are the
+/// server hanging up, and are ignored), and reads the response.
+pub fn exchange(
+    addr: &str,
+    head: &str,
+    body: impl FnOnce(&mut TcpStream) + Send + 'static,
+) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || body(&mut w));
+    let r = read_response(&mut s, false).expect("a response");
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    r
+}
+
+/// Writes `total` bytes of `fill` in chunked transfer encoding, then the
+/// last chunk; stops at the first write error.
+pub fn write_chunked(s: &mut TcpStream, total: usize, fill: u8) {
+    let chunk = vec![fill; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        let mut frame = format!("{n:x}\r\n").into_bytes();
+        frame.extend_from_slice(&chunk[..n]);
+        frame.extend_from_slice(b"\r\n");
+        if s.write_all(&frame).is_err() {
+            return;
+        }
+        sent += n;
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+}
+
+/// Writes `total` bytes of `fill`; stops at the first write error.
+pub fn write_plain(s: &mut TcpStream, total: usize, fill: u8) {
+    let chunk = vec![fill; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        if s.write_all(&chunk[..n]).is_err() {
+            return;
+        }
+        sent += n;
+    }
+}
