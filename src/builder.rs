@@ -177,6 +177,16 @@ pub trait Progress: Send + Sync {
 /// The TERM → KILL grace period when a build's process group is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// Most bytes of build output kept in one build log. Output beyond it is
+/// still read (so the build never blocks on a full pipe) but discarded, and
+/// the log says so: a runaway build cannot fill the disk the repository
+/// lives on.
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+
+/// Once a build's process group is gone, how long its output pipe is still
+/// drained when a process that left the group (`setsid`) holds it open.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// Picks the log file for a new attempt: `<version>.<n>.log` with `n` one
 /// more than the highest existing attempt of that version.
 pub fn next_log_path(
@@ -409,8 +419,9 @@ async fn run_script(
 }
 
 /// Runs `argv` in its own process group with exactly `env`, output to the
-/// log, killed (group-wide) on timeout or `kill`. Whatever the program
-/// leaves running in its group is killed when it exits.
+/// log (through a pipe, capped at [`MAX_LOG_BYTES`]), killed (group-wide)
+/// on timeout or `kill`. Whatever the program leaves running in its group
+/// is killed when it exits.
 async fn run_process(
     argv: &[String],
     cwd: &Path,
@@ -425,23 +436,36 @@ async fn run_process(
         .create(true)
         .open(log)
         .map_err(|e| fail(format!("cannot open build log {}: {e}", log.display())))?;
-    let logf2 = logf
+    let pipe_err = |e: nix::Error| fail(format!("cannot create the output pipe: {e}"));
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(pipe_err)?;
+    let err_w = out_w
         .try_clone()
-        .map_err(|e| fail(format!("cannot open build log {}: {e}", log.display())))?;
+        .map_err(|e| fail(format!("cannot create the output pipe: {e}")))?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(cwd)
         .env_clear()
         .envs(env)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(logf))
-        .stderr(Stdio::from(logf2))
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fail(format!("cannot start {}: {e}", argv.join(" "))))?;
+    let spawned = cmd.spawn();
+    // Our copies of the pipe's write end go now, so the reader sees EOF
+    // once the build's processes are gone.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| fail(format!("cannot start {}: {e}", argv.join(" "))))?;
     let pgid = child.id().map(|p| p as i32);
+    let mut copier = match tokio::net::unix::pipe::Receiver::from_owned_fd(out_r) {
+        Ok(rx) => tokio::spawn(copy_capped(rx, logf, MAX_LOG_BYTES)),
+        Err(e) => {
+            if let Some(pg) = pgid {
+                stop_group(pg, &mut child).await;
+            }
+            return Err(fail(format!("cannot read the output pipe: {e}")));
+        }
+    };
     let outcome = tokio::select! {
         status = child.wait() => Ok(status),
         _ = tokio::time::sleep(timeout) => Err(false),
@@ -452,11 +476,42 @@ async fn run_process(
     } else {
         argv.last().unwrap_or(&argv[0])
     };
-    match outcome {
-        Ok(status) => {
+    match &outcome {
+        Ok(_) => {
             if let Some(pg) = pgid {
                 kill_group(pg, nix::sys::signal::Signal::SIGKILL);
             }
+        }
+        Err(_) => {
+            if let Some(pg) = pgid {
+                stop_group(pg, &mut child).await;
+            }
+        }
+    }
+    // The group is gone; so are processes that left it (setsid, double
+    // fork) and were re-parented here.
+    let strays = kill_strays().await;
+    if strays > 0 {
+        log_line(
+            log,
+            &format!(
+                "killed {strays} process(es) the build left running outside its process group"
+            ),
+        );
+    }
+    // Whoever still holds the pipe is out of reach (not re-parented here).
+    if tokio::time::timeout(DRAIN_GRACE, &mut copier)
+        .await
+        .is_err()
+    {
+        copier.abort();
+        log_line(
+            log,
+            "output pipe still held open by a process that left the build's process group; stopped reading it",
+        );
+    }
+    match outcome {
+        Ok(status) => {
             let status = status.map_err(|e| fail(format!("waiting for {what}: {e}")))?;
             if status.success() {
                 Ok(())
@@ -470,9 +525,6 @@ async fn run_process(
             }
         }
         Err(cancelled) => {
-            if let Some(pg) = pgid {
-                stop_group(pg, &mut child).await;
-            }
             if cancelled {
                 Err(Failure {
                     phase: Phase::Building,
@@ -489,6 +541,35 @@ async fn run_process(
     }
 }
 
+/// Copies the build's output into its log until `cap` bytes, then notes
+/// the truncation and reads on, discarding, until EOF (so the build never
+/// blocks on a full pipe).
+async fn copy_capped(mut pipe: tokio::net::unix::pipe::Receiver, mut log: std::fs::File, cap: u64) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut written = 0u64;
+    let mut truncated = false;
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let take = (cap.saturating_sub(written)).min(n as u64) as usize;
+        if take > 0 {
+            // A local file in the page cache: a short, bounded write.
+            let _ = log.write_all(&buf[..take]);
+            written += take as u64;
+        }
+        if take < n && !truncated {
+            truncated = true;
+            let _ = writeln!(
+                log,
+                "\nfarmhand: log truncated at {cap} bytes; the rest of the build's output is discarded"
+            );
+        }
+    }
+}
+
 fn describe_status(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -496,6 +577,67 @@ fn describe_status(status: std::process::ExitStatus) -> String {
         (None, Some(s)) => format!("was killed by signal {s}"),
         _ => "failed".into(),
     }
+}
+
+/// Makes this process the reaper of its orphaned descendants (Linux
+/// `PR_SET_CHILD_SUBREAPER`): a build's processes that leave its process
+/// group (`setsid`, double fork) are re-parented here instead of to init,
+/// so they can be killed when the build ends. False where unsupported.
+pub fn become_subreaper() -> bool {
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
+}
+
+/// Children of this process that are not in its own process group: after
+/// a build, only what the build left behind (farmhand's other children,
+/// such as upload commands, share its group).
+fn stray_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let my_group = nix::unistd::getpgrp().as_raw();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the parenthesised command name: state, ppid, pgrp.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut f = rest.split_whitespace().skip(1).map(str::parse::<i32>);
+            let (ppid, pgrp) = (f.next(), f.next());
+            matches!(ppid, Some(Ok(p)) if p == me) && !matches!(pgrp, Some(Ok(g)) if g == my_group)
+        })
+        .collect()
+}
+
+/// SIGKILLs and reaps every stray child (see [`stray_children`]), in
+/// rounds, as killing one re-parents its own children here. Returns how
+/// many were killed. Bounded: a process that cannot die (uninterruptible
+/// sleep) is left after a few rounds.
+async fn kill_strays() -> usize {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let mut killed = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let strays = stray_children();
+        if strays.is_empty() {
+            break;
+        }
+        for &pid in &strays {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed.insert(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for &pid in &strays {
+            let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+    killed.len()
 }
 
 fn kill_group(pgid: i32, sig: nix::sys::signal::Signal) {

@@ -194,6 +194,11 @@ struct Farm {
 
 async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     info!(farm_id = %cfg.manager.id, mode, version = env!("CARGO_PKG_VERSION"), config = %cfg.path.display(), "farmhand starting");
+    // Processes a build leaves behind outside its process group come back
+    // here, to be killed when the build ends.
+    if !crate::builder::become_subreaper() {
+        warn!("cannot become a child subreaper; processes that builds leave behind outside their process group will outlive them");
+    }
     let roster = recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval)
         .map_err(|e| Fatal::Config(e.to_string()))?;
     let problems = roster_problems(&cfg, &roster);

@@ -92,14 +92,14 @@ pub async fn poll_recipe(
     let abort = Abort::new();
     let url = up.git.clone();
     let ab = abort.clone();
-    let task = tokio::task::spawn_blocking(move || git::list_tags(&url, timeout, &ab));
+    let mut task = tokio::task::spawn_blocking(move || git::list_tags(&url, timeout, &ab));
     let res = tokio::select! {
-        r = tokio::time::timeout(timeout + Duration::from_secs(5), task) => match r {
+        r = tokio::time::timeout(timeout, &mut task) => match r {
             Ok(Ok(r)) => r.map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(format!("ls-remote task failed: {e}")),
             Err(_) => {
                 abort.abort();
-                Err(format!("ls-remote {}: timed out after {}s", up.git, timeout.as_secs()))
+                Err(format!("ls-remote {}: timed out after {}", up.git, crate::config::format_duration(timeout)))
             }
         },
         _ = cancel.cancelled() => {
@@ -112,6 +112,16 @@ pub async fn poll_recipe(
         Err(e) => {
             warn!(recipe = %recipe.id, err = %e, "ls-remote failed");
             status.poll_finished(&recipe.id, Err(e.clone()));
+            if !task.is_finished() {
+                // A silent server holds libgit2 in a socket read until its
+                // own stall limit; keep this poll's concurrency slot until
+                // the thread is free, so hung upstreams cannot pile up
+                // blocked threads.
+                tokio::select! {
+                    _ = task => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
             return Err(e);
         }
     };

@@ -28,7 +28,7 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{is_safe_component, rename_durable, sync_dir, write_atomic};
+use crate::fsutil::{is_safe_component, rename_durable, sync_dir, write_atomic, write_atomic_then};
 use crate::package::Artifact;
 use crate::version::Version;
 
@@ -566,7 +566,9 @@ impl Repo {
             if let Some(dir) = to.parent() {
                 create_dir_durable(dir)?;
             }
+            fault_pause("move", to);
             move_into_pool(from, to)?;
+            fault_pause("moved", to);
         }
 
         // Then the archive: the commit point.
@@ -585,7 +587,7 @@ impl Repo {
             archive.insert(pos, e.clone());
         }
         let archive_bytes = self.render("archive", index_version, &archive);
-        write_atomic(&archive_path, &archive_bytes).map_err(io_err(&archive_path))?;
+        write_index(&archive_path, &archive_bytes).map_err(io_err(&archive_path))?;
 
         self.index_version = index_version;
         self.archive = archive;
@@ -598,7 +600,7 @@ impl Repo {
         self.write_signature(&archive_path, &archive_bytes)?;
         let active_path = self.active_path();
         let active_bytes = self.render("active", index_version, &derived);
-        write_atomic(&active_path, &active_bytes).map_err(io_err(&active_path))?;
+        write_index(&active_path, &active_bytes).map_err(io_err(&active_path))?;
         self.write_signature(&active_path, &active_bytes)?;
         Ok(())
     }
@@ -741,7 +743,7 @@ impl Repo {
             Some(key) => {
                 let sig = key.sign(bytes);
                 let text = format!("{}\n", hex::encode(sig.to_bytes()));
-                write_atomic(&sig_path, text.as_bytes()).map_err(io_err(&sig_path))
+                write_index(&sig_path, text.as_bytes()).map_err(io_err(&sig_path))
             }
             None => match fs::remove_file(&sig_path) {
                 Ok(()) => {
@@ -802,6 +804,38 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     bytes.push(b'\n');
     bytes
 }
+
+/// Replaces an index document or signature atomically (the publish steps
+/// the fault hook below can pause around).
+fn write_index(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_then(path, bytes, || fault_pause("write", path))?;
+    fault_pause("written", path);
+    Ok(())
+}
+
+/// Test-only fault hook (debug builds only): with
+/// `FARMHAND_FAULT_PUBLISH_DELAY_MS` set, every publish step (`move` /
+/// `moved` around each pool rename, `write` / `written` around each index
+/// and signature rename) logs `publish fault hook` with the step and file,
+/// then sleeps that long, so a test's SIGKILL can land inside a chosen step.
+#[cfg(debug_assertions)]
+fn fault_pause(step: &str, file: &Path) {
+    use std::sync::OnceLock;
+    static DELAY: OnceLock<Option<std::time::Duration>> = OnceLock::new();
+    let delay = *DELAY.get_or_init(|| {
+        std::env::var("FARMHAND_FAULT_PUBLISH_DELAY_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(d) = delay {
+        tracing::info!(step, file = %file.display(), "publish fault hook");
+        std::thread::sleep(d);
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn fault_pause(_step: &str, _file: &Path) {}
 
 /// Creates `dir` if missing and fsyncs its parent so the entry is durable.
 fn create_dir_durable(dir: &Path) -> Result<(), RepoError> {
