@@ -8,8 +8,11 @@
 mod util;
 
 mod check;
+mod crash;
 mod daemon;
+mod faults;
 mod http;
+mod load;
 mod once;
 mod once_security;
 mod once_transport;

@@ -975,3 +975,165 @@ pub fn write_plain(s: &mut TcpStream, total: usize, fill: u8) {
         sent += n;
     }
 }
+
+// ---- Helpers for the fault-injection and load tests ----
+
+/// A size-limited tmpfs mounted over `path` (created if missing) for the
+/// life of the value; lazily unmounted when dropped. Needs root (the tests
+/// run as root here and in CI).
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// `mount -t tmpfs -o size=<size> tmpfs <path>`; panics naming the
+    /// reason when mounting is not permitted.
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs on {} failed (these tests need root): {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Writes `path` until the filesystem is full; returns the bytes written.
+    pub fn fill(path: &Path) -> u64 {
+        let mut f = std::fs::File::create(path).unwrap();
+        let chunk = vec![0x5au8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k as u64,
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Incompressible bytes (xorshift), so a package of them is as large as they are.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers
+/// (a hung upstream); holds them until dropped.
+pub struct HangServer {
+    pub port: u16,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HangServer {
+    pub fn start() -> HangServer {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        held.push(c);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        HangServer {
+            port,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `git://127.0.0.1:<port>/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for HangServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Daemon {
+    /// `GET /builds` parsed (newest first).
+    pub fn builds(&self) -> Vec<serde_json::Value> {
+        let r = self.get("/builds");
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .expect("/builds is JSON")
+            .as_array()
+            .cloned()
+            .expect("/builds is an array")
+    }
+
+    /// Asserts `/healthz` answers `200 ok`.
+    pub fn assert_healthy(&self) {
+        let r = self.get("/healthz");
+        assert_eq!(
+            r.status,
+            200,
+            "healthz: {}; log:\n{}",
+            r.text(),
+            self.logs()
+        );
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC timestamp (`...Z`).
+pub fn rfc3339_secs(s: &str) -> u64 {
+    humantime::parse_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
