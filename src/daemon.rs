@@ -220,6 +220,10 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     }
     tempfile::tempfile_in(&state)
         .with_context(|| format!("state_dir {} is not writable", state.display()))?;
+    // Nothing uses the git caches yet: locks in them are left from a crash.
+    for lock in crate::git::clear_stale_locks(&state.join("git")) {
+        warn!(file = %lock.display(), "removed stale git lock file");
+    }
     for d in worker::ephemeral_dirs(&cfg) {
         if d.exists() {
             if let Err(e) = std::fs::remove_dir_all(&d) {

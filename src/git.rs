@@ -558,6 +558,37 @@ pub fn resolve_submodule_url(parent: &str, url: &str) -> String {
     format!("{base}/{rest}")
 }
 
+/// Removes the `*.lock` files a crash (or a killed git) can leave in the
+/// object caches under `git_root` (ref, `packed-refs`, `FETCH_HEAD`,
+/// `shallow`, `config` locks): one left behind makes every later fetch of
+/// that ref fail. Only safe while nothing else uses the caches: farmhand is
+/// their only user and calls this at start. Returns the files removed.
+pub fn clear_stale_locks(git_root: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let mut stack = vec![git_root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let path = e.path();
+            if ft.is_dir() {
+                // Objects are written under temporary names, never locked.
+                if e.file_name() != "objects" {
+                    stack.push(path);
+                }
+            } else if ft.is_file()
+                && e.file_name().to_string_lossy().ends_with(".lock")
+                && std::fs::remove_file(&path).is_ok()
+            {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
 /// A directory name for an upstream's object cache, stable per URL.
 pub fn cache_name(url: &str) -> String {
     use sha2::{Digest, Sha256};

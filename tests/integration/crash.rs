@@ -652,3 +652,57 @@ fn sigkill_at_any_instant_of_publishing_loses_nothing() {
         );
     }
 }
+
+/// A kill in the middle of a fetch's ref update leaves lock files in the
+/// upstream's object cache (the fetch window is too short for the kill loop
+/// above to hit reliably, so the test lays down what such a kill leaves);
+/// the next start clears them and the fetch succeeds.
+#[test]
+fn stale_git_locks_from_a_killed_fetch_are_cleared_at_start() {
+    let farm = Farm::new();
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.write_config("");
+    farm.simple_recipe(
+        "locked",
+        &up,
+        "#!/bin/sh\nmkdir -p \"$DESTDIR/usr/share/x\"\necho \"$FARMHAND_VERSION\" > \"$DESTDIR/usr/share/x/v\"\n",
+        "",
+    );
+    farm.once_ok();
+    up.release("v1.1.0");
+    let caches: Vec<_> = std::fs::read_dir(farm.state().join("git"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let cache = &caches[0];
+    let locks = [
+        cache.join("refs/tags/v1.1.0.lock"),
+        cache.join("packed-refs.lock"),
+        cache.join("FETCH_HEAD.lock"),
+        cache.join("shallow.lock"),
+        cache.join("config.lock"),
+    ];
+    for l in &locks {
+        std::fs::create_dir_all(l.parent().unwrap()).unwrap();
+        std::fs::write(l, "").unwrap();
+    }
+    let log = farm.once_ok();
+    assert_eq!(
+        log_lines(&log, "removed stale git lock file").len(),
+        locks.len(),
+        "{log}"
+    );
+    assert_eq!(
+        log_lines(&log, "build + publish complete").len(),
+        1,
+        "{log}"
+    );
+    assert!(log_lines(&log, "build failed").is_empty(), "{log}");
+    for l in &locks {
+        assert!(!l.exists(), "{}", l.display());
+    }
+    let archive = read_json(&farm.repo().join("index/archive.json"));
+    assert_eq!(archive["packages"].as_array().unwrap().len(), 2);
+}
