@@ -297,7 +297,7 @@ impl Config {
     /// to resolve relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let c = Check { path };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| c.err(one_line_toml_error(&e)))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| c.err(toml_error(&e, text)))?;
         // Resolved paths must be absolute: build scripts run in their
         // source dir and see SOURCE_DIR and DESTDIR, so a path relative to
         // the daemon's working directory would point elsewhere for them.
@@ -570,7 +570,7 @@ fn validate_peipkg_keys(
 /// Folds toml's multi-line error (with its source excerpt) to one line that
 /// keeps the line/column and the message.
 pub fn one_line_toml_error(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
+    let msg = toml_message(e);
     match e.span() {
         Some(_) => {
             let first = e.to_string();
@@ -584,6 +584,134 @@ pub fn one_line_toml_error(e: &toml::de::Error) -> String {
         }
         None => msg,
     }
+}
+
+/// [`one_line_toml_error`] with the dotted key the error is about, found in
+/// `text` at the error's position (`line 3, column 6: manager.id: invalid
+/// type: ...`), and serde's internal type names replaced by "a table".
+pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let line = one_line_toml_error(e);
+    let line = tidy_type_names(&line);
+    let Some(key) = e.span().and_then(|s| key_at(text, s.start)) else {
+        return line;
+    };
+    let msg = tidy_type_names(&toml_message(e));
+    match line.strip_suffix(&msg) {
+        Some(loc) => format!("{loc}{key}: {msg}"),
+        None => format!("{key}: {line}"),
+    }
+}
+
+/// toml's message, its lines (`invalid table header` / `duplicate key ...`)
+/// joined with "; " so that an error stays on one line.
+fn toml_message(e: &toml::de::Error) -> String {
+    e.message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `expected struct RawManager` → `expected a table`.
+fn tidy_type_names(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("struct Raw") {
+        out.push_str(&rest[..i]);
+        out.push_str("a table");
+        rest =
+            rest[i + "struct Raw".len()..].trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Best effort: the dotted key whose line holds byte `offset` of `text`.
+/// It is the key of the nearest `key = value` line at or above the offset
+/// (continuation lines of a multi-line array are skipped), under the last
+/// table header above it; `[[name]]` headers are numbered (`grant[1].sign`).
+/// `None` when no key can be told for sure.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let head = text.get(..offset.min(text.len()))?;
+    let line_start = head.rfind('\n').map_or(0, |i| i + 1);
+    let mut end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let mut key: Option<String> = None;
+    loop {
+        let start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[start..end].trim();
+        if line.starts_with('[') {
+            let (name, array) = table_header(line)?;
+            let name = if array {
+                let index = text[..start]
+                    .lines()
+                    .filter(|l| table_header(l.trim()).is_some_and(|h| h == (name.clone(), true)))
+                    .count();
+                format!("{name}[{index}]")
+            } else {
+                name
+            };
+            return Some(match key {
+                Some(k) => format!("{name}.{k}"),
+                None => name,
+            });
+        }
+        if key.is_none() {
+            key = line.split_once('=').and_then(|(k, _)| dotted_key(k));
+        }
+        if start == 0 {
+            return key;
+        }
+        end = start - 1;
+    }
+}
+
+/// `[a.b]` → (`a.b`, false); `[[a]]` → (`a`, true); anything else `None`.
+fn table_header(line: &str) -> Option<(String, bool)> {
+    let (inner, rest, array) = match line.strip_prefix("[[") {
+        Some(r) => {
+            let (h, rest) = r.split_once("]]")?;
+            (h, rest, true)
+        }
+        None => {
+            let (h, rest) = line.strip_prefix('[')?.split_once(']')?;
+            (h, rest, false)
+        }
+    };
+    let rest = rest.trim();
+    if !rest.is_empty() && !rest.starts_with('#') {
+        return None;
+    }
+    Some((dotted_key(inner)?, array))
+}
+
+/// A TOML key (`a`, `a.b`, `"quoted"`) in dotted form, or `None` if `s` is
+/// not one.
+fn dotted_key(s: &str) -> Option<String> {
+    let parts: Option<Vec<String>> = s
+        .split('.')
+        .map(|p| {
+            let p = p.trim();
+            let inner = p
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .or_else(|| p.strip_prefix('\'').and_then(|q| q.strip_suffix('\'')));
+            match inner {
+                Some(q) if !q.contains(['"', '\'', '\\']) => Some(q.to_string()),
+                Some(_) => None,
+                None if !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
+                    Some(p.to_string())
+                }
+                None => None,
+            }
+        })
+        .collect();
+    parts.map(|p| p.join("."))
 }
 
 fn is_kebab_case(s: &str) -> bool {
@@ -610,7 +738,15 @@ pub fn normalize_addr(a: &str) -> Result<String, String> {
             let (host, port) = full
                 .rsplit_once(':')
                 .ok_or_else(|| format!("{a:?} is not host:port"))?;
-            if host.is_empty() || port.parse::<u16>().is_err() {
+            // A host name: letters, digits, dots and hyphens (IP addresses
+            // parsed above), so `http://host:80` or `::1:80` are refused
+            // here, not when the listener fails to bind.
+            let host_ok = host.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+            if !host_ok || port.parse::<u16>().is_err() {
                 return Err(format!("{a:?} is not host:port"));
             }
             Ok(full)
@@ -633,37 +769,59 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     let bad = || format!("{orig:?} is not a duration (use e.g. \"90s\", \"5m\", \"1h30m\")");
-    let mut total: f64 = 0.0;
+    let too_long = || format!("{orig:?} is too long");
+    // Exact integer nanoseconds, as Go does: floating point would make
+    // long durations print and re-parse to different values.
+    const LIMIT_NS: u128 = 10_000_000_000 * 1_000_000_000;
+    let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let num_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(bad)?;
         let (num, tail) = rest.split_at(num_end);
-        if num.is_empty() || num == "." {
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
             return Err(bad());
         }
-        let n: f64 = num.parse().map_err(|_| bad())?;
         let unit_end = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_end);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        total += n * scale;
+        let int = int.trim_start_matches('0');
+        if int.len() > 20 {
+            return Err(too_long());
+        }
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        // Digits past the 20th cannot reach a nanosecond.
+        let (mut f, mut div) = (0u128, 1u128);
+        for d in frac.bytes().take(20) {
+            f = f * 10 + u128::from(d - b'0');
+            div *= 10;
+        }
+        total += whole * scale + f * scale / div;
+        if total > LIMIT_NS {
+            return Err(too_long());
+        }
         rest = next;
     }
-    if !total.is_finite() || total > 1e10 {
-        return Err(format!("{orig:?} is too long"));
-    }
-    Ok(Duration::from_secs_f64(total))
+    Ok(Duration::new(
+        (total / 1_000_000_000) as u64,
+        (total % 1_000_000_000) as u32,
+    ))
 }
 
 /// Formats a duration the way Go prints it: `1m0s` style is avoided in
@@ -830,12 +988,73 @@ sign = ["tcb"]
                 "signing_key[0].private",
             ),
             ("[manager\n", "line 1"),
+            // Type errors name the dotted key, not only line and column.
+            (
+                "[manager]\nid = 5\n",
+                "line 2, column 6: manager.id: invalid type: integer `5`, expected a string",
+            ),
+            (
+                "manager = 5\n",
+                "manager: invalid type: integer `5`, expected a table",
+            ),
+            (
+                &format!("{MINIMAL}[backoff]\nschedule = [\n  \"1m\",\n  \"a=b\",\n  5,\n]\n"),
+                "backoff.schedule: invalid type: integer `5`",
+            ),
+            (
+                &format!("{MINIMAL}[[signing_key]]\nname = \"a\"\n[[grant]]\nrecipe = \"k\"\n[[signing_key]]\nname = 5\n"),
+                "signing_key[1].name: invalid type",
+            ),
+            (
+                &format!("{MINIMAL}[build]\ntimout = \"1h\"\n"),
+                "build.timout: unknown field `timout`",
+            ),
+            // Multi-line toml messages stay on one line.
+            (
+                &format!("{MINIMAL}[repo]\nname = \"again\"\n"),
+                "invalid table header; duplicate key `repo` in document root",
+            ),
+            // Host names only: these would fail at bind time, not here.
+            (
+                &format!("{MINIMAL}[http]\naddr = \"http://127.0.0.1:8080\"\n"),
+                "http.addr: \"http://127.0.0.1:8080\" is not host:port",
+            ),
+            (
+                &format!("{MINIMAL}[http]\naddr = \"::1:8080\"\n"),
+                "http.addr: \"::1:8080\" is not host:port",
+            ),
+            (
+                &format!("{MINIMAL}[http]\naddr = \"127.0.0.1 :8080\"\n"),
+                "http.addr",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).expect_err(text).to_string();
             assert!(e.starts_with("/etc/farmhand/config.toml: "), "{e}");
             assert!(e.contains(want), "error {e:?} should contain {want:?}");
+            assert!(!e.contains('\n'), "{e:?}");
         }
+        for ok in [
+            "localhost:8080",
+            "[::1]:8080",
+            ":8080",
+            "build-1.example.org:80",
+        ] {
+            assert!(normalize_addr(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn key_positions() {
+        let text = "top = 1\n[a]\nx = 1\n\"q\" . y = [\n  1,\n  \"k=v\",\n]\n[[t]]\n[[t]]\nz = 2\n[b.c] # note\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("1\n[a]").as_deref(), Some("top"));
+        assert_eq!(at("x =").as_deref(), Some("a.x"));
+        assert_eq!(at("\"k=v\"").as_deref(), Some("a.q.y"));
+        assert_eq!(at("z =").as_deref(), Some("t[1].z"));
+        assert_eq!(at("[b.c]").as_deref(), Some("b.c"));
+        assert_eq!(key_at("[unclosed\nx = 1\n", 12), None);
+        assert_eq!(key_at("", 5), None);
     }
 
     #[test]
@@ -874,8 +1093,38 @@ sign = ["tcb"]
         for (s, ms) in ok {
             assert_eq!(parse_duration(s).unwrap().as_millis(), ms, "{s}");
         }
-        for bad in ["", "5", "m", "5x", "-5m", "1h-5m", "."] {
+        for bad in [
+            "", "5", "m", "5x", "-5m", "1h-5m", ".", "1.2.3s", "..5s", "5s.", "1e3s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.000000001s").unwrap(), Duration::new(1, 1));
+        assert!(parse_duration("99999999999h")
+            .unwrap_err()
+            .contains("too long"));
+        assert!(parse_duration(&format!("{}s", "9".repeat(400)))
+            .unwrap_err()
+            .contains("too long"));
+        // Exact, so printing and re-parsing is stable even for long
+        // durations (found by the config fuzz target).
+        for s in [
+            "2562047h47m16.854775807s",
+            "2562047h47m16.8454775807s",
+            "9223372036845ms",
+        ] {
+            let d = parse_duration(s).unwrap();
+            let shown = format_duration(d);
+            assert_eq!(
+                format_duration(parse_duration(&shown).unwrap()),
+                shown,
+                "{s}"
+            );
+            assert_eq!(
+                parse_duration(&shown).unwrap().as_millis(),
+                d.as_millis(),
+                "{s}"
+            );
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(60)), "1m");

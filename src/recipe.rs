@@ -15,7 +15,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::{one_line_toml_error, parse_duration, MIN_POLL_INTERVAL};
+use crate::config::{parse_duration, toml_error, MIN_POLL_INTERVAL};
 use crate::fsutil::is_safe_component;
 use crate::package::PackageSpec;
 use crate::tags::TagPattern;
@@ -287,23 +287,54 @@ fn load_recipe(
     file: RecipeFile,
     default_interval: Duration,
 ) -> Result<Recipe, String> {
+    if !is_valid_id(id) {
+        return Err(invalid_id(id, dir));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    parse_recipe(id, dir, path, file, &text, default_interval)
+}
+
+fn invalid_id(id: &str, dir: &Path) -> String {
+    format!(
+        "{}: recipe id {id:?} is invalid (must match ^[a-z0-9][a-z0-9._+-]*$)",
+        dir.display()
+    )
+}
+
+/// Parses and validates the text of one recipe file without touching the
+/// filesystem. `id` is the recipe id (the directory name), `dir` the recipe
+/// directory and `path` the file, both used for messages and for
+/// [`Recipe::script_path`]; `default_interval` is `[poll].default_interval`.
+///
+/// # Errors
+///
+/// A message naming `path` (or `dir`, for a bad id), the key and the problem.
+pub fn parse_recipe(
+    id: &str,
+    dir: &Path,
+    path: &Path,
+    file: RecipeFile,
+    text: &str,
+    default_interval: Duration,
+) -> Result<Recipe, String> {
     let shown = path.display();
     let err = |m: String| format!("{shown}: {m}");
     if !is_valid_id(id) {
-        return Err(format!(
-            "{}: recipe id {id:?} is invalid (must match ^[a-z0-9][a-z0-9._+-]*$)",
-            dir.display()
-        ));
+        return Err(invalid_id(id, dir));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let raw: RawRecipe = toml::from_str(&text).map_err(|e| err(one_line_toml_error(&e)))?;
+    let raw: RawRecipe = toml::from_str(text).map_err(|e| err(toml_error(&e, text)))?;
 
     let build_script = raw.meta.build_script.unwrap_or_else(|| "build.sh".into());
-    if build_script.is_empty()
-        || Path::new(&build_script).is_absolute()
-        || Path::new(&build_script)
+    let script = Path::new(&build_script);
+    if script.is_absolute()
+        || script
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
+        // `.` or `./` name the recipe directory itself, not a script.
+        || !script
+            .components()
+            .any(|c| matches!(c, std::path::Component::Normal(_)))
     {
         return Err(err(format!(
             "meta.build_script: {build_script:?} must be a relative path inside the recipe directory"
@@ -337,6 +368,13 @@ fn load_recipe(
             )));
         }
         for g in &p.files {
+            // Globs match paths relative to DESTDIR, which never start with
+            // `/` nor hold `..`: such a glob could only ever match nothing.
+            if g.is_empty() || g.starts_with('/') || g.split('/').any(|c| c == "..") {
+                return Err(err(format!(
+                    "package[{i}].files: {g:?} must be a glob relative to DESTDIR (not empty, no leading / and no ..)"
+                )));
+            }
             if let Err(e) = globset::GlobBuilder::new(g).literal_separator(true).build() {
                 return Err(err(format!("package[{i}].files: {g:?}: {e}")));
             }
@@ -547,6 +585,25 @@ x = 1
             ("[[package]]\nname='a'\n", "package[0].files"),
             ("[[package]]\nname='a'\nfiles=['a/[']\n", "package[0].files"),
             ("[meta]\nbuild_script='../../bin/sh'\n", "meta.build_script"),
+            ("[meta]\nbuild_script='.'\n", "meta.build_script"),
+            ("[meta]\nbuild_script='./'\n", "meta.build_script"),
+            (
+                "[[package]]\nname='a'\nfiles=['/usr/lib/**']\n",
+                "package[0].files: \"/usr/lib/**\" must be a glob relative to DESTDIR",
+            ),
+            (
+                "[[package]]\nname='a'\nfiles=['usr/../../x']\n",
+                "package[0].files",
+            ),
+            ("[[package]]\nname='a'\nfiles=['']\n", "package[0].files"),
+            (
+                "[upstream]\ngit='x'\ntag_pattern=1\n",
+                "line 3, column 13: upstream.tag_pattern: invalid type",
+            ),
+            (
+                "[upstream]\ngit='x'\ntag_pattern='^v(\\d+$'\n",
+                "upstream.tag_pattern: does not compile: unclosed group at column 3",
+            ),
             (
                 "[upstream]\ngit='x'\ntag_pattern='^(?P<major>\\d+)(\\d+)$'\n",
                 "upstream.tag_pattern",
@@ -561,7 +618,37 @@ x = 1
                 .get("r")
                 .unwrap_or_else(|| panic!("{text} should fail"));
             assert!(e.contains(want), "{e:?} should contain {want:?}");
+            assert!(!e.contains('\n'), "{e:?}");
         }
+    }
+
+    #[test]
+    fn parse_recipe_from_text() {
+        let dir = Path::new("/srv/recipes/zlib");
+        let r = parse_recipe(
+            "zlib",
+            dir,
+            &dir.join("recipe.toml"),
+            RecipeFile::Farmhand,
+            GOOD,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        assert_eq!(r.script_path(), dir.join("build.sh"));
+        assert_eq!(r.upstream.unwrap().revision, 2);
+        let e = parse_recipe(
+            "Zlib",
+            dir,
+            &dir.join("recipe.toml"),
+            RecipeFile::Farmhand,
+            GOOD,
+            Duration::from_secs(3600),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("/srv/recipes/zlib: recipe id \"Zlib\""),
+            "{e}"
+        );
     }
 
     #[test]

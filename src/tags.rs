@@ -188,8 +188,36 @@ fn compile(pattern: &str) -> Result<Arc<Compiled>, Box<meta::BuildError>> {
 /// caret under the problem), else the build error.
 fn compile_message(e: &meta::BuildError) -> String {
     match e.syntax_error() {
-        Some(s) => s.to_string(),
+        Some(s) => one_line_syntax_error(&s.to_string()),
         None => e.to_string(),
+    }
+}
+
+/// The regex parser prints an error over several lines (`regex parse
+/// error:`, the pattern, a caret line, `error: <what>`); recipe errors are
+/// logged and listed one per line, so this makes it `<what> at column N`.
+fn one_line_syntax_error(full: &str) -> String {
+    let lines: Vec<&str> = full.lines().collect();
+    let Some(what) = lines.iter().rev().find_map(|l| l.strip_prefix("error: ")) else {
+        return lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+    };
+    // A one-line pattern is printed indented by four spaces, with the carets
+    // under it; longer layouts (multi-line patterns) only keep the message.
+    let column = match lines.as_slice() {
+        [_, pattern, carets, _] if pattern.starts_with("    ") => carets
+            .find('^')
+            .filter(|&i| i >= 4 && carets.trim().chars().all(|c| c == '^'))
+            .map(|i| i - 3),
+        _ => None,
+    };
+    match column {
+        Some(c) => format!("{what} at column {c}"),
+        None => what.to_string(),
     }
 }
 
@@ -591,6 +619,19 @@ mod tests {
             pattern_err(r"^v(\d+)\1$"),
             TagPatternError::Compile(_)
         ));
+    }
+
+    #[test]
+    fn compile_errors_fit_on_one_line() {
+        let e = pattern_err(r"^v(\d+\.\d+$").to_string();
+        assert_eq!(e, "does not compile: unclosed group at column 3");
+        let e = pattern_err(r"^v(\d+)\1$").to_string();
+        assert!(
+            !e.contains('\n') && e.contains("backreferences are not supported"),
+            "{e}"
+        );
+        let e = pattern_err("^v(\\d+\n)(?x)(\n$").to_string();
+        assert!(!e.contains('\n') && e.contains("unclosed group"), "{e}");
     }
 
     #[test]
