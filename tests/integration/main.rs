@@ -8,6 +8,7 @@
 mod util;
 
 mod check;
+mod corpus;
 mod crash;
 mod daemon;
 mod faults;
