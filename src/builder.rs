@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::git::{self, Abort};
+use crate::git;
+use crate::git_process;
 use crate::package::{self, Artifact};
 use crate::recipe::Recipe;
 
@@ -259,7 +260,7 @@ pub async fn run(
     let key = format!("{}-{}-{}", recipe.id, job.version, job.id);
     let source_dir = settings.state_dir.join("sources").join(&key);
     let stage_dir = settings.state_dir.join("stage").join(&key);
-    let result = async {
+    let result: Result<Built, Failure> = async {
         log_line(
             log,
             &format!(
@@ -270,27 +271,25 @@ pub async fn run(
         // Fetch.
         progress.phase(Phase::Fetching);
         let _ = std::fs::remove_dir_all(&source_dir);
-        let abort = Abort::new();
-        let fetch = {
-            let (cache, url, tag, dest, subs, t, abort) = (
-                settings.git_cache(&upstream.git),
-                upstream.git.clone(),
-                job.tag.clone(),
-                source_dir.clone(),
-                upstream.submodules,
-                settings.fetch_timeout,
-                abort.clone(),
-            );
-            tokio::task::spawn_blocking(move || git::fetch_tag(&cache, &url, &tag, &dest, subs, t, &abort))
-        };
-        let fetched = tokio::select! {
-            r = fetch => r.map_err(|e| Failure::new(Phase::Fetching, e))?
-                .map_err(|e| Failure::new(Phase::Fetching, e))?,
-            _ = kill.cancelled() => {
-                abort.abort();
-                return Err(Failure { phase: Phase::Fetching, error: "cancelled by shutdown".into(), cancelled: true });
-            }
-        };
+        let fetched = git_process::fetch_tag(
+            &settings.git_cache(&upstream.git),
+            &upstream.git,
+            &job.tag,
+            &source_dir,
+            upstream.submodules,
+            settings.fetch_timeout,
+            kill,
+        )
+        .await
+        .map_err(|e| Failure {
+            phase: Phase::Fetching,
+            cancelled: kill.is_cancelled(),
+            error: if kill.is_cancelled() {
+                "cancelled by shutdown".into()
+            } else {
+                e
+            },
+        })?;
         log_line(
             log,
             &format!(
@@ -306,13 +305,23 @@ pub async fn run(
         let out = stage_dir.join("out");
         for d in [&destdir, &home, &out] {
             std::fs::create_dir_all(d).map_err(|e| {
-                Failure::new(Phase::Building, format!("cannot create {}: {e}", d.display()))
+                Failure::new(
+                    Phase::Building,
+                    format!("cannot create {}: {e}", d.display()),
+                )
             })?;
         }
         if let Some(tools) = &settings.peipkg {
             let argv = tools.build_argv(job, &source_dir, &out, fetched.commit_time);
             log_line(log, &format!("running {}", argv.join(" ")));
-            let env = base_env(settings, job, &source_dir, &destdir, &home, fetched.commit_time);
+            let env = base_env(
+                settings,
+                job,
+                &source_dir,
+                &destdir,
+                &home,
+                fetched.commit_time,
+            );
             run_process(&argv, &source_dir, env, settings.timeout, log, kill).await?;
             let outputs = crate::peipkg::collect_outputs(&out)
                 .map_err(|e| Failure::new(Phase::Building, e))?;
@@ -323,21 +332,49 @@ pub async fn run(
                 peipkg_outputs: outputs,
             });
         }
-        run_script(job, settings, &source_dir, &destdir, &home, fetched.commit_time, log, kill).await?;
+        run_script(
+            job,
+            settings,
+            &source_dir,
+            &destdir,
+            &home,
+            fetched.commit_time,
+            log,
+            kill,
+        )
+        .await?;
 
         // Package.
         progress.phase(Phase::Packaging);
         let specs = recipe.packages.clone();
-        let (id, version, mtime) = (recipe.id.clone(), job.version.clone(), fetched.commit_time.max(0) as u64);
+        let (id, version, mtime) = (
+            recipe.id.clone(),
+            job.version.clone(),
+            fetched.commit_time.max(0) as u64,
+        );
         let (dd, od) = (destdir.clone(), out.clone());
         let artifacts = tokio::task::spawn_blocking(move || {
-            package::package_destdir(&dd, &specs, &id, std::env::consts::ARCH, &version, mtime, &od)
+            package::package_destdir(
+                &dd,
+                &specs,
+                &id,
+                std::env::consts::ARCH,
+                &version,
+                mtime,
+                &od,
+            )
         })
         .await
         .map_err(|e| Failure::new(Phase::Packaging, e))?
         .map_err(|e| Failure::new(Phase::Packaging, e))?;
         for a in &artifacts {
-            log_line(log, &format!("packaged {} ({} bytes, sha256 {})", a.file_name, a.size_compressed, a.sha256));
+            log_line(
+                log,
+                &format!(
+                    "packaged {} ({} bytes, sha256 {})",
+                    a.file_name, a.size_compressed, a.sha256
+                ),
+            );
         }
         Ok(Built {
             artifacts,

@@ -2,10 +2,11 @@
 //! tag into a per-recipe object cache, export its tree with no `.git`
 //! anywhere (submodules included when asked), and read the commit time.
 //!
-//! Everything here blocks; callers run it with `spawn_blocking`. Every
-//! network operation has a deadline, checked by libgit2's socket timeouts
-//! and by the transfer callbacks, and can be cancelled through an
-//! [`Abort`] flag.
+//! Everything here blocks. The daemon runs the network operations in a
+//! child process ([`crate::git_process`]), which it kills when the deadline
+//! passes or shutdown comes; inside, every network operation also has a
+//! deadline, checked by libgit2's socket timeouts and by the transfer
+//! callbacks, and can be cancelled through an [`Abort`] flag.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +97,7 @@ impl Abort {
 }
 
 /// What a fetch brought back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FetchedSource {
     /// The commit the tag points at.
     pub commit: String,

@@ -31,6 +31,8 @@ pub mod demo;
 pub mod fsutil;
 /// ls-remote, fetch one tag, export its tree, commit time (libgit2).
 pub mod git;
+/// Runs git's network operations in a child process (`farmhand git-helper`).
+pub mod git_process;
 /// The hyper server and routes.
 pub mod http;
 /// tracing setup: logfmt, json, journald.

@@ -41,6 +41,10 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
     },
+    /// Internal: runs one git operation for the daemon (request on stdin,
+    /// answer on stdout).
+    #[command(name = "git-helper", hide = true)]
+    GitHelper,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(Command::GitHelper) = cli.command {
+        return ExitCode::from(farmhand::git_process::helper_main() as u8);
+    }
     if cli.check {
         return ExitCode::from(daemon::check(&cli.config) as u8);
     }
@@ -71,6 +78,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Demo { dir, addr }) => farmhand::demo::run(&dir, &addr).await,
+            Some(Command::GitHelper) => unreachable!("handled before the runtime starts"),
             None => {
                 let cfg = daemon::load_config(&cli.config)?;
                 if cli.once {

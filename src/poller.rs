@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::builder::Trigger;
-use crate::git::{self, Abort};
+use crate::git_process;
 use crate::recipe::{Recipe, Roster};
 use crate::status::{Health, Loop, Status};
 use crate::worker::{Candidate, WorkerMsg, WorkerTx};
@@ -89,39 +89,15 @@ pub async fn poll_recipe(
         return Ok(0);
     };
     info!(recipe = %recipe.id, git = %up.git, source = trigger.as_str(), "polling upstream");
-    let abort = Abort::new();
-    let url = up.git.clone();
-    let ab = abort.clone();
-    let mut task = tokio::task::spawn_blocking(move || git::list_tags(&url, timeout, &ab));
-    let res = tokio::select! {
-        r = tokio::time::timeout(timeout, &mut task) => match r {
-            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(format!("ls-remote task failed: {e}")),
-            Err(_) => {
-                abort.abort();
-                Err(format!("ls-remote {}: timed out after {}", up.git, crate::config::format_duration(timeout)))
-            }
-        },
-        _ = cancel.cancelled() => {
-            abort.abort();
-            return Err("cancelled".into());
-        }
-    };
-    let tags = match res {
+    // The child process enforces the time limit itself and is killed when
+    // it overruns or shutdown comes, so a silent server cannot hold a
+    // thread or this poll's concurrency slot.
+    let tags = match git_process::list_tags(&up.git, timeout, cancel).await {
         Ok(t) => t,
+        Err(_) if cancel.is_cancelled() => return Err("cancelled".into()),
         Err(e) => {
             warn!(recipe = %recipe.id, err = %e, "ls-remote failed");
             status.poll_finished(&recipe.id, Err(e.clone()));
-            if !task.is_finished() {
-                // A silent server holds libgit2 in a socket read until its
-                // own stall limit; keep this poll's concurrency slot until
-                // the thread is free, so hung upstreams cannot pile up
-                // blocked threads.
-                tokio::select! {
-                    _ = task => {}
-                    _ = cancel.cancelled() => {}
-                }
-            }
             return Err(e);
         }
     };
@@ -184,8 +160,32 @@ pub async fn poll_all_once(
 struct Entry {
     recipe: Arc<Recipe>,
     due: Option<Instant>,
+    /// A poll is waiting for a slot or running.
     running: bool,
+    /// Waiting for a slot, with this trigger.
+    waiting: Option<Trigger>,
+    /// Poll once more when the current one ends.
     again: Option<Trigger>,
+}
+
+impl Entry {
+    fn new(recipe: Arc<Recipe>, due: Instant) -> Entry {
+        Entry {
+            recipe,
+            due: Some(due),
+            running: false,
+            waiting: None,
+            again: None,
+        }
+    }
+}
+
+/// Poll slots: at most `[poll].concurrency` polls run; the others wait in
+/// line (as plain ids, so 1,000 recipes due at once cost 1,000 queue
+/// entries, not 1,000 parked tasks).
+struct Slots {
+    free: usize,
+    line: std::collections::VecDeque<String>,
 }
 
 /// The daemon's poll scheduler.
@@ -211,7 +211,10 @@ pub struct Scheduler {
 impl Scheduler {
     /// Runs until shutdown.
     pub async fn run(mut self) {
-        let sem = Arc::new(Semaphore::new(self.concurrency));
+        let mut slots = Slots {
+            free: self.concurrency,
+            line: Default::default(),
+        };
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut due: BTreeSet<(Instant, String)> = BTreeSet::new();
@@ -222,15 +225,7 @@ impl Scheduler {
         let roster = self.roster.borrow_and_update().clone();
         let now = Instant::now();
         for r in roster.recipes.values().filter(|r| r.is_watched()) {
-            entries.insert(
-                r.id.clone(),
-                Entry {
-                    recipe: r.clone(),
-                    due: Some(now),
-                    running: false,
-                    again: None,
-                },
-            );
+            entries.insert(r.id.clone(), Entry::new(r.clone(), now));
             due.insert((now, r.id.clone()));
         }
 
@@ -261,7 +256,7 @@ impl Scheduler {
                             if e.running {
                                 e.again.get_or_insert(Trigger::Poll);
                             } else {
-                                self.start(&id, e, Trigger::Poll, &sem, &done_tx, &mut tasks);
+                                self.start(&id, e, Trigger::Poll, &mut slots, &done_tx, &mut tasks);
                             }
                         }
                     }
@@ -273,15 +268,16 @@ impl Scheduler {
                             e.again = Some(req.trigger);
                         } else {
                             if let Some(t) = e.due.take() { due.remove(&(t, req.recipe.clone())); }
-                            self.start(&req.recipe, e, req.trigger, &sem, &done_tx, &mut tasks);
+                            self.start(&req.recipe, e, req.trigger, &mut slots, &done_tx, &mut tasks);
                         }
                     }
                 }
                 Some(id) = done_rx.recv() => {
+                    slots.free += 1;
                     if let Some(e) = entries.get_mut(&id) {
                         e.running = false;
                         if let Some(trigger) = e.again.take() {
-                            self.start(&id, e, trigger, &sem, &done_tx, &mut tasks);
+                            self.start(&id, e, trigger, &mut slots, &done_tx, &mut tasks);
                         } else {
                             let interval = e.recipe.watch.poll_interval;
                             let j = jitter(&jitter_seed, &id, interval);
@@ -316,7 +312,7 @@ impl Scheduler {
                                 }
                             }
                             None => {
-                                entries.insert(r.id.clone(), Entry { recipe: r.clone(), due: Some(now), running: false, again: None });
+                                entries.insert(r.id.clone(), Entry::new(r.clone(), now));
                                 due.insert((now, r.id.clone()));
                             }
                         }
@@ -325,23 +321,53 @@ impl Scheduler {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = heartbeat.tick() => self.health.beat(Loop::Scheduler),
             }
+            // Hand free slots to the polls waiting in line (skipping those
+            // of recipes removed meanwhile).
+            while slots.free > 0 {
+                let Some(id) = slots.line.pop_front() else {
+                    break;
+                };
+                if let Some(e) = entries.get_mut(&id) {
+                    if let Some(trigger) = e.waiting.take() {
+                        slots.free -= 1;
+                        self.spawn(&id, e, trigger, &done_tx, &mut tasks);
+                    }
+                }
+            }
         }
         tasks.shutdown().await;
     }
 
+    /// Starts a poll of `id` now if a slot is free, else puts it in line.
     fn start(
         &self,
         id: &str,
         e: &mut Entry,
         trigger: Trigger,
-        sem: &Arc<Semaphore>,
+        slots: &mut Slots,
         done: &mpsc::UnboundedSender<String>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) {
         e.running = true;
-        let (recipe, sem, done, worker, status, cancel, timeout, id) = (
+        if slots.free > 0 {
+            slots.free -= 1;
+            self.spawn(id, e, trigger, done, tasks);
+        } else {
+            e.waiting = Some(trigger);
+            slots.line.push_back(id.to_string());
+        }
+    }
+
+    fn spawn(
+        &self,
+        id: &str,
+        e: &Entry,
+        trigger: Trigger,
+        done: &mpsc::UnboundedSender<String>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        let (recipe, done, worker, status, cancel, timeout, id) = (
             e.recipe.clone(),
-            sem.clone(),
             done.clone(),
             self.worker.clone(),
             self.status.clone(),
@@ -350,9 +376,7 @@ impl Scheduler {
             id.to_string(),
         );
         tasks.spawn(async move {
-            if let Ok(_permit) = sem.acquire().await {
-                let _ = poll_recipe(recipe, trigger, timeout, &worker, &status, &cancel).await;
-            }
+            let _ = poll_recipe(recipe, trigger, timeout, &worker, &status, &cancel).await;
             let _ = done.send(id);
         });
     }
