@@ -83,19 +83,30 @@ fn roster_problems(cfg: &Config, roster: &Roster) -> Vec<String> {
 }
 
 /// `--check`: prints the roster and every problem; returns the exit code.
+/// (A closed stdout, as in `farmhand --check | head -1`, is not an error.)
 pub fn check(config_path: &Path) -> i32 {
+    use std::io::Write as _;
+    let (code, report) = check_report(config_path);
+    let _ = std::io::stdout().lock().write_all(report.as_bytes());
+    code
+}
+
+/// The `--check` report and its exit code.
+fn check_report(config_path: &Path) -> (i32, String) {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let cfg = match load_config(config_path) {
         Ok(c) => c,
         Err(e) => {
-            println!("invalid config: {e}");
-            return 2;
+            let _ = writeln!(out, "invalid config: {e}");
+            return (2, out);
         }
     };
     let roster = match recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval) {
         Ok(r) => r,
         Err(e) => {
-            println!("invalid config: {e}");
-            return 2;
+            let _ = writeln!(out, "invalid config: {e}");
+            return (2, out);
         }
     };
     let mut problems = roster_problems(&cfg, &roster);
@@ -106,7 +117,8 @@ pub fn check(config_path: &Path) -> i32 {
             }
         }
     }
-    println!(
+    let _ = writeln!(
+        out,
         "farm {}: {} recipes in {} ({} valid, {} invalid)",
         cfg.manager.id,
         roster.recipes.len() + roster.invalid.len(),
@@ -134,7 +146,8 @@ pub fn check(config_path: &Path) -> i32 {
         }
     }
     for r in std::iter::once(&head).chain(rows.iter()) {
-        println!(
+        let _ = writeln!(
+            out,
             "{:w0$}  {:w1$}  {:w2$}  {}",
             r[0],
             r[1],
@@ -149,14 +162,14 @@ pub fn check(config_path: &Path) -> i32 {
         problems.push(format!("recipe {id} invalid: {e}"));
     }
     if problems.is_empty() {
-        println!("ok: config and all recipes are valid");
-        0
+        let _ = writeln!(out, "ok: config and all recipes are valid");
+        (0, out)
     } else {
-        println!("{} problem(s):", problems.len());
+        let _ = writeln!(out, "{} problem(s):", problems.len());
         for p in &problems {
-            println!("  {p}");
+            let _ = writeln!(out, "  {p}");
         }
-        2
+        (2, out)
     }
 }
 
@@ -190,6 +203,31 @@ struct Farm {
     book: BackoffBook,
     status: Arc<Status>,
     health: Arc<Health>,
+    /// Held for the process's life: one farmhand per state_dir.
+    state_lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes `state_dir/lock` (an exclusive `flock`), so that a second
+/// farmhand on the same state_dir (a daemon, or `--once` from cron) stops
+/// before it clears the staging directories of the one already running.
+/// The lock goes with the process, however it ends.
+fn lock_state_dir(state: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = state.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        nix::errno::Errno::EWOULDBLOCK => anyhow::anyhow!(
+            "state_dir {} is in use by another farmhand (lock {} is held); stop it first",
+            state.display(),
+            path.display()
+        ),
+        e => anyhow::anyhow!("cannot lock {}: {e}", path.display()),
+    })
 }
 
 async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
@@ -220,6 +258,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     }
     tempfile::tempfile_in(&state)
         .with_context(|| format!("state_dir {} is not writable", state.display()))?;
+    let state_lock = lock_state_dir(&state)?;
     // Nothing uses the git caches yet: locks in them are left from a crash.
     for lock in crate::git::clear_stale_locks(&state.join("git")) {
         warn!(file = %lock.display(), "removed stale git lock file");
@@ -285,12 +324,14 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         book,
         status,
         health: Arc::new(Health::default()),
+        state_lock,
     })
 }
 
 /// `--once`: poll every recipe, build and publish what is new, exit.
 pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
     let farm = prepare(cfg, "once").await?;
+    let _state_lock = farm.state_lock;
     let cancel = CancellationToken::new();
     spawn_signal_stop(cancel.clone());
     let (roster_tx, roster_rx) = watch::channel(Arc::new(farm.roster));
@@ -367,6 +408,7 @@ pub async fn run_daemon_with(
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
 
     let farm = prepare(cfg, "daemon").await?;
+    let _state_lock = farm.state_lock;
     let cfg = farm.cfg.clone();
     let secret: Secret = Arc::new(RwLock::new(None));
     if let Some(f) = &cfg.http.webhook_secret_file {

@@ -271,12 +271,15 @@ impl BackoffBook {
         self.entries.remove(&failure_key(recipe, version)).is_some()
     }
 
-    /// Drops entries of recipes not in `keep`; true if any were dropped.
-    pub fn retain_recipes(&mut self, keep: impl Fn(&str) -> bool) -> bool {
+    /// Keeps the entries for which `keep(recipe, version)` is true; returns
+    /// how many were dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) -> usize {
         let before = self.entries.len();
-        self.entries
-            .retain(|k, _| keep(k.rsplit_once('@').map(|(r, _)| r).unwrap_or(k)));
-        before != self.entries.len()
+        self.entries.retain(|k, _| match k.split_once('@') {
+            Some((recipe, version)) => keep(recipe, version),
+            None => false,
+        });
+        before - self.entries.len()
     }
 
     /// All entries, by key.
@@ -400,6 +403,8 @@ mod tests {
         );
         assert!(b.is_backing_off("musl", "1.2.5-1", now));
         assert!(!b.is_backing_off("musl", "1.2.5-1", now + Duration::from_secs(301)));
+        b.record_failure("gone", "1.0-1", "build failed", now);
+        assert_eq!(b.retain(|recipe, _| recipe != "gone"), 1);
         b.save().unwrap();
         let (b2, _) = BackoffBook::load(&path, sched.clone());
         assert_eq!(b2.entries()["musl@1.2.5-1"].failures, 3);

@@ -352,6 +352,13 @@ impl Status {
     /// A poll finished.
     pub fn poll_finished(&self, recipe: &str, result: Result<usize, String>) {
         self.update(|s| {
+            // A poll that was running when a reload removed its recipe.
+            if s.recipes
+                .binary_search_by(|r| r.as_str().cmp(recipe))
+                .is_err()
+            {
+                return;
+            }
             let now = SystemTime::now();
             let p = s.polls.entry(recipe.to_string()).or_default();
             p.last_at = Some(rfc3339(now));
@@ -380,6 +387,12 @@ impl Status {
     /// The next scheduled poll of `recipe`.
     pub fn poll_scheduled(&self, recipe: &str, at: SystemTime) {
         self.update(|s| {
+            if s.recipes
+                .binary_search_by(|r| r.as_str().cmp(recipe))
+                .is_err()
+            {
+                return;
+            }
             s.polls.entry(recipe.to_string()).or_default().next_at = Some(rfc3339(at));
         });
     }
@@ -765,6 +778,14 @@ mod tests {
     fn metrics_escape_labels() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         let st = Status::new("f");
+        st.poll_finished("x", Ok(3));
+        assert!(
+            !String::from_utf8(st.metrics().to_vec())
+                .unwrap()
+                .contains("recipe=\"x\""),
+            "polls of recipes outside the roster are not recorded"
+        );
+        st.set_roster(vec!["x".into()], BTreeMap::new());
         st.poll_finished("x", Ok(3));
         let m = String::from_utf8(st.metrics().to_vec()).unwrap();
         assert!(m.contains("farmhand_polls_total{recipe=\"x\",result=\"ok\"} 1"));

@@ -119,6 +119,8 @@ impl Worker {
             }
             status.set_published(repo.active_count());
         }
+        let mut book = book;
+        prune_book(&mut book, &roster.borrow());
         status.set_failures(book.entries());
         Worker {
             cfg,
@@ -481,7 +483,31 @@ impl Worker {
             info!(dropped, "queued builds dropped by reload");
             self.publish_queue();
         }
+        if prune_book(&mut self.book, &roster) > 0 {
+            self.save_book();
+        }
     }
+}
+
+/// Drops backoff entries that can no longer be retried: recipes gone from
+/// recipes_dir, versions of an older revision (a bump supersedes them) or
+/// below `min_version`. An invalid recipe keeps its entries: fixing a typo
+/// must not retry a broken build at once. Returns how many were dropped.
+fn prune_book(book: &mut BackoffBook, roster: &Roster) -> usize {
+    let dropped = book.retain(|recipe, version| match roster.recipes.get(recipe) {
+        Some(r) => match (&r.upstream, version.rsplit_once('-')) {
+            (Some(u), Some((upstream, rev))) => rev == u.revision.to_string() && r.admits(upstream),
+            _ => false,
+        },
+        None => roster.invalid.contains_key(recipe),
+    });
+    if dropped > 0 {
+        info!(
+            dropped,
+            "backoff entries of removed recipes or superseded versions dropped"
+        );
+    }
+    dropped
 }
 
 /// The artifact, described by the recipe's `[meta].description` when its

@@ -20,5 +20,6 @@ mod once_transport;
 mod ops;
 mod peipkg;
 mod smoke;
+mod state_dir;
 mod systemd;
 mod webhooks;
