@@ -22,4 +22,5 @@ mod peipkg;
 mod smoke;
 mod state_dir;
 mod systemd;
+mod tls;
 mod webhooks;
