@@ -89,7 +89,9 @@ pub struct BuildRecord {
     pub phase: Option<Phase>,
     /// The error.
     pub error: Option<String>,
-    /// `/builds/<id>/log`.
+    /// `/builds/<id>/log`, the build's log over HTTP.
+    pub log_url: String,
+    /// The same as `log_url` (a short alias).
     pub log: String,
     /// The log file.
     #[serde(skip)]

@@ -300,6 +300,7 @@ impl Worker {
                 duration: None,
                 phase: None,
                 error: None,
+                log_url: format!("/builds/{}/log", job.id),
                 log: format!("/builds/{}/log", job.id),
                 log_path: log.clone(),
             },

@@ -223,7 +223,8 @@ fn status_document_idle_building_and_failing() {
         let finished = ts(&x["finished_at"], "finished_at");
         assert!(secs_between(started, finished) >= 0.0);
         assert!(x["duration"].as_f64().unwrap() >= 0.0);
-        assert_eq!(x["log"], format!("/builds/{}/log", x["id"]));
+        assert_eq!(x["log_url"], format!("/builds/{}/log", x["id"]));
+        assert_eq!(x["log"], x["log_url"]);
     }
     assert_eq!(
         (
