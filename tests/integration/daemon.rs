@@ -22,19 +22,7 @@ fn script(secs: &str) -> String {
 }
 
 fn archive_set(farm: &Farm) -> BTreeSet<String> {
-    let a = read_json(&farm.repo().join("index/archive.json"));
-    a["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}@{}",
-                p["name"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect()
+    archive_ids(farm).into_iter().collect()
 }
 
 /// Every process (not a zombie) whose process group is `pgid`.

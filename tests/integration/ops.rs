@@ -764,28 +764,9 @@ journalctl -D /run/log/journal -o json --no-pager RECIPE=hello
 /// Starts `cmd` (the daemon, possibly behind a wrapper that execs it) with
 /// its stderr collected like `Farm::start`.
 fn spawn_daemon(cmd: &mut Command, addr: Option<String>) -> Daemon {
-    use std::io::{BufRead, BufReader};
-    use std::sync::{Arc, Mutex};
-    let mut child = cmd
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stderr);
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            l.lock().unwrap().push_str(&line);
-            line.clear();
-        }
-    });
-    Daemon { child, log, addr }
+    let mut d = Daemon::spawn(cmd);
+    d.addr = addr;
+    d
 }
 
 fn activation_farm() -> Farm {

@@ -195,36 +195,14 @@ impl Farm {
             .arg(self.config_path())
             .arg("--log-format")
             .arg("logfmt")
-            .args(args)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("farmhand starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                l.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        let mut d = Daemon {
-            child,
-            log,
-            addr: None,
-        };
+        let mut d = Daemon::spawn(&mut cmd);
         if self.http {
-            let addr =
-                d.wait_log_field("webhook server listening", "addr", Duration::from_secs(20));
-            d.addr = Some(addr);
+            d.addr =
+                Some(d.wait_log_field("webhook server listening", "addr", Duration::from_secs(20)));
         }
         d
     }
@@ -245,6 +223,39 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// Starts `cmd` (the farmhand binary, with its arguments), collecting
+    /// its stderr as the log. The test runner's own `NOTIFY_SOCKET` and
+    /// `JOURNAL_STREAM` are not passed on (those `cmd` sets are).
+    pub fn spawn(cmd: &mut Command) -> Daemon {
+        for var in ["NOTIFY_SOCKET", "JOURNAL_STREAM"] {
+            if !cmd.get_envs().any(|(k, _)| k == var) {
+                cmd.env_remove(var);
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                l.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Daemon {
+            child,
+            log,
+            addr: None,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -362,6 +373,22 @@ impl Daemon {
             body,
         )
     }
+}
+
+/// `name@version` of every package in `archive.json`, in index order.
+pub fn archive_ids(farm: &Farm) -> Vec<String> {
+    read_json(&farm.repo().join("index/archive.json"))["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 /// `key=value` (or `key="quoted value"`) from a logfmt line.
@@ -768,32 +795,7 @@ pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
 /// Starts the real binary with `args` (stderr captured like
 /// [`Farm::start`]); waits for its HTTP server when `http`.
 pub fn spawn_daemon(args: &[&str], cwd: &Path, http: bool) -> Daemon {
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("farmhand starts");
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stderr);
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            l.lock().unwrap().push_str(&line);
-            line.clear();
-        }
-    });
-    let mut d = Daemon {
-        child,
-        log,
-        addr: None,
-    };
+    let mut d = Daemon::spawn(Command::new(bin()).args(args).current_dir(cwd));
     if http {
         d.addr =
             Some(d.wait_log_field("webhook server listening", "addr", Duration::from_secs(20)));
