@@ -367,23 +367,30 @@ pub fn parse_recipe(
                 "package[{i}].files: package {name:?} lists no files"
             )));
         }
+        let mut files = Vec::with_capacity(p.files.len());
         for g in &p.files {
-            // Globs match paths relative to DESTDIR, which never start with
-            // `/` nor hold `..`: such a glob could only ever match nothing.
-            if g.is_empty() || g.starts_with('/') || g.split('/').any(|c| c == "..") {
+            // Globs match paths relative to DESTDIR. A leading `/` names the
+            // same place (`/usr/lib/**` is DESTDIR's usr/lib); `..` never
+            // appears in such a path, so a glob holding it matches nothing.
+            let rel = g.trim_start_matches('/');
+            if rel.is_empty() || rel.split('/').any(|c| c == "..") {
                 return Err(err(format!(
-                    "package[{i}].files: {g:?} must be a glob relative to DESTDIR (not empty, no leading / and no ..)"
+                    "package[{i}].files: {g:?} must be a glob of paths inside DESTDIR (not empty and no ..)"
                 )));
             }
-            if let Err(e) = globset::GlobBuilder::new(g).literal_separator(true).build() {
+            if let Err(e) = globset::GlobBuilder::new(rel)
+                .literal_separator(true)
+                .build()
+            {
                 return Err(err(format!("package[{i}].files: {g:?}: {e}")));
             }
+            files.push(rel.to_string());
         }
         packages.push(PackageSpec {
             name,
             architecture,
             description: p.description,
-            files: p.files,
+            files,
         });
     }
 
@@ -588,8 +595,8 @@ x = 1
             ("[meta]\nbuild_script='.'\n", "meta.build_script"),
             ("[meta]\nbuild_script='./'\n", "meta.build_script"),
             (
-                "[[package]]\nname='a'\nfiles=['/usr/lib/**']\n",
-                "package[0].files: \"/usr/lib/**\" must be a glob relative to DESTDIR",
+                "[[package]]\nname='a'\nfiles=['/usr/../lib/**']\n",
+                "package[0].files: \"/usr/../lib/**\" must be a glob of paths inside DESTDIR",
             ),
             (
                 "[[package]]\nname='a'\nfiles=['usr/../../x']\n",
@@ -648,6 +655,23 @@ x = 1
         assert!(
             e.starts_with("/srv/recipes/zlib: recipe id \"Zlib\""),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_leading_slash_in_a_glob_names_the_same_destdir_path() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "r",
+            "peipkg.toml",
+            "[[package]]\nname = 'r'\nfiles = ['/usr/lib/**', 'usr/bin/*']\n",
+        );
+        let roster = load_roster(dir.path(), Duration::from_secs(3600)).unwrap();
+        assert!(roster.invalid.is_empty(), "{:?}", roster.invalid);
+        assert_eq!(
+            roster.recipes["r"].packages[0].files,
+            ["usr/lib/**", "usr/bin/*"]
         );
     }
 
