@@ -495,7 +495,7 @@ impl Status {
             polls: &s.polls,
             published_packages: s.published_packages,
         };
-        let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        let mut out = serde_json::to_vec(&doc).unwrap_or_default();
         out.push(b'\n');
         out
     }
