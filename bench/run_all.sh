@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every benchmark of DESIGN.md section 12 and prints one Markdown table
+# (the one in docs/performance.md). Needs wrk (Debian package `wrk`) for the
+# HTTP rows. Takes about five minutes; run it on a quiet machine and compare
+# ratios within one run, not across machines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+
+echo "| scenario | farmhand | target | command |"
+echo "|---|---|---|---|"
+# Criterion: dedup of 20,000 tags against 20,000 published entries.
+cargo bench --quiet --bench dedup -- --noplot 2>/dev/null | awk '
+  /^dedup_20000_tags_all_published\// { name = $1; sub(/.*\//, "", name) }
+  /time:/ { gsub(/\[|\]/, ""); est[name] = $4 " " $5 }
+  END {
+    printf "| dedup of 20,000 matching tags against 20,000 published (Criterion) | %s (tag matching + dedup), %s (dedup alone) | dedup < 50 ms | `cargo bench --bench dedup` |\n", est["match_tags_and_dedup"], est["dedup_only"]
+  }'
+python3 bench/once_sweep.py | grep '^|'
+python3 bench/idle_memory.py | grep '^|'
+python3 bench/http_load.py | grep '^|'
+python3 bench/webhook_latency.py | grep '^|'
+python3 bench/build_overhead.py | grep '^|'
+python3 bench/incremental_fetch.py | grep '^|'
