@@ -47,8 +47,43 @@ enum Command {
     GitHelper,
 }
 
+/// The long flags, which Go's flag package (and so peipkg-manager's command
+/// line) also spells with a single dash: `-config /etc/x.toml`,
+/// `-log-level=debug`, `-once`.
+const LONG_FLAGS: [&str; 7] = [
+    "config",
+    "log-level",
+    "log-format",
+    "once",
+    "check",
+    "dir",
+    "addr",
+];
+
+/// Rewrites Go-style single-dash long flags to their `--` form, so an
+/// existing `ExecStart=... -config ...` line works unchanged. Anything
+/// else (values, `--` flags, `-h`, `-V`) passes through as it is.
+fn go_style_flags(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.enumerate()
+        .map(|(i, a)| {
+            let Some(s) = a.to_str().filter(|_| i > 0) else {
+                return a;
+            };
+            match s.strip_prefix('-') {
+                Some(rest)
+                    if !rest.starts_with('-')
+                        && LONG_FLAGS.contains(&rest.split('=').next().unwrap_or("")) =>
+                {
+                    format!("-{s}").into()
+                }
+                _ => a,
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(go_style_flags(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -97,5 +132,40 @@ fn main() -> ExitCode {
             eprintln!("farmhand: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_single_dash_flags_are_accepted() {
+        let args = [
+            "farmhand",
+            "-config",
+            "/etc/c.toml",
+            "-log-level=debug",
+            "-once",
+            "-h",
+            "--check",
+            "-x",
+        ]
+        .map(std::ffi::OsString::from);
+        let out = go_style_flags(args.into_iter());
+        assert_eq!(
+            out,
+            [
+                "farmhand",
+                "--config",
+                "/etc/c.toml",
+                "--log-level=debug",
+                "--once",
+                "-h",
+                "--check",
+                "-x"
+            ]
+            .map(std::ffi::OsString::from)
+        );
     }
 }

@@ -357,6 +357,36 @@ fn bad_flags_exit_2() {
     assert!(stdout(&out).contains("--check"));
 }
 
+/// peipkg-manager's command line, as Go's flag package spells it (one dash,
+/// `-flag value` or `-flag=value`), works unchanged.
+#[test]
+fn go_style_single_dash_flags_work() {
+    let farm = Farm::new();
+    farm.write_config("");
+    let config = farm.config_path().display().to_string();
+    for args in [
+        vec!["-check".to_string(), "-config".into(), config.clone()],
+        vec![
+            format!("-config={config}"),
+            "-log-level=warn".into(),
+            "-check".into(),
+        ],
+    ] {
+        let out = Command::new(bin()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", all_output(&out));
+        assert!(
+            stdout(&out).contains("ok: config and all recipes are valid"),
+            "{args:?}"
+        );
+    }
+    let out = Command::new(bin())
+        .args(["-once", "-config", config.as_str(), "-log-format", "logfmt"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mode=once"));
+}
+
 /// The shipped example recipes load, are listed with their upstream,
 /// interval and webhook setting, and their build scripts parse.
 #[test]
