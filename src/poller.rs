@@ -46,8 +46,9 @@ pub fn match_tags(recipe: &Recipe, tags: &[String]) -> Matches {
     let Some(up) = recipe.upstream.as_ref() else {
         return m;
     };
+    let mut matcher = up.tag_pattern.matcher();
     for tag in tags {
-        match up.tag_pattern.upstream_version(tag) {
+        match matcher.upstream_version(tag) {
             None => {}
             Some(Err(e)) => {
                 m.rejected += 1;

@@ -23,8 +23,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
-use regex_automata::meta::{self, Regex};
+use regex_automata::nfa::thompson::{self, backtrack::BoundedBacktracker, pikevm::PikeVM};
 use regex_automata::util::captures::Captures;
+use regex_automata::util::syntax;
 use regex_automata::PatternID;
 
 use crate::version::is_valid_upstream;
@@ -38,9 +39,10 @@ const GROUP_NAMES: [&str; 4] = ["major", "minor", "patch", "prerelease"];
 /// Why a `tag_pattern` was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum TagPatternError {
-    /// The regular expression does not compile.
-    #[error("does not compile: {}", compile_message(.0))]
-    Compile(#[source] Box<meta::BuildError>),
+    /// The regular expression does not compile (the parser's message, on
+    /// one line).
+    #[error("does not compile: {0}")]
+    Compile(String),
     /// The pattern has no capture group at all.
     #[error("needs a capture group")]
     NoGroup,
@@ -148,50 +150,58 @@ pub struct TagPattern {
     style: Style,
 }
 
-/// A compiled pattern and the text it was compiled from.
+/// A compiled pattern and the text it was compiled from: one Thompson NFA,
+/// run by the bounded backtracker (fastest on short haystacks such as tags)
+/// or, for a tag too long for the backtracker's memory bound, the PikeVM.
+/// Both share the NFA.
 #[derive(Debug)]
 struct Compiled {
     pattern: String,
-    regex: Regex,
+    backtrack: BoundedBacktracker,
+    pikevm: PikeVM,
 }
 
 /// Compiles `pattern`, or returns the compiled form another recipe already
 /// holds.
 ///
-/// Tags are short and matched once per poll, so the pattern runs on the
-/// NFA engines alone (no one-pass or lazy DFA): that keeps a compiled
-/// pattern near 12 KiB instead of about 100 KiB for a Unicode `\d`, which
-/// is what lets a roster of 1,000 recipes stay small. Recipes usually share
-/// a handful of patterns, so identical ones are compiled once and shared
-/// (through weak references: nothing outlives the last recipe using it).
-fn compile(pattern: &str) -> Result<Arc<Compiled>, Box<meta::BuildError>> {
+/// Tags are short and matched once per poll, so the pattern is compiled to
+/// a forward NFA alone (no DFA, no reverse NFA): about 6 KiB per pattern
+/// instead of about 100 KiB for a Unicode `\d` with the regex crate's
+/// defaults, which is what lets a roster of 1,000 recipes stay small.
+/// Recipes usually share a handful of patterns, so identical ones are
+/// compiled once and shared (through weak references: nothing outlives the
+/// last recipe using it). Matching follows the regex crate: leftmost-first,
+/// unanchored unless the pattern anchors itself, Unicode-aware.
+fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
     static SHARED: Mutex<Option<HashMap<String, Weak<Compiled>>>> = Mutex::new(None);
     let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
     let shared = shared.get_or_insert_with(HashMap::new);
     if let Some(c) = shared.get(pattern).and_then(Weak::upgrade) {
         return Ok(c);
     }
-    let regex = Regex::builder()
-        .configure(meta::Config::new().onepass(false).hybrid(false).dfa(false))
-        .build(pattern)
-        .map_err(Box::new)?;
+    let hir = syntax::parse(pattern).map_err(|e| one_line_syntax_error(&e.to_string()))?;
+    let nfa = thompson::Compiler::new()
+        .configure(thompson::Config::new().nfa_size_limit(Some(NFA_SIZE_LIMIT)))
+        .build_from_hir(&hir)
+        .map_err(|e| e.to_string())?;
+    let backtrack = BoundedBacktracker::builder()
+        .build_from_nfa(nfa.clone())
+        .map_err(|e| e.to_string())?;
+    let pikevm = PikeVM::builder()
+        .build_from_nfa(nfa)
+        .map_err(|e| e.to_string())?;
     let c = Arc::new(Compiled {
         pattern: pattern.to_string(),
-        regex,
+        backtrack,
+        pikevm,
     });
     shared.retain(|_, w| w.strong_count() > 0);
     shared.insert(pattern.to_string(), Arc::downgrade(&c));
     Ok(c)
 }
 
-/// The syntax error as the regex parser words it (with the pattern and a
-/// caret under the problem), else the build error.
-fn compile_message(e: &meta::BuildError) -> String {
-    match e.syntax_error() {
-        Some(s) => one_line_syntax_error(&s.to_string()),
-        None => e.to_string(),
-    }
-}
+/// The largest compiled pattern accepted (the regex crate's own limit).
+const NFA_SIZE_LIMIT: usize = 10 << 20;
 
 /// The regex parser prints an error over several lines (`regex parse
 /// error:`, the pattern, a caret line, `error: <what>`); recipe errors are
@@ -233,7 +243,7 @@ impl TagPattern {
     pub fn new(pattern: &str) -> Result<TagPattern, TagPatternError> {
         let regex = compile(pattern).map_err(|e| {
             // The parser rejects duplicate names itself; name the group.
-            if compile_message(&e).contains("duplicate capture group name") {
+            if e.contains("duplicate capture group name") {
                 if let Some(name) = duplicate_group_name(pattern) {
                     return TagPatternError::DuplicateGroup(name);
                 }
@@ -244,7 +254,11 @@ impl TagPattern {
         let mut unnamed = 0usize;
         let mut named: [Option<usize>; 4] = [None; 4];
         let mut any_named = false;
-        let names = regex.regex.group_info().pattern_names(PatternID::ZERO);
+        let names = regex
+            .pikevm
+            .get_nfa()
+            .group_info()
+            .pattern_names(PatternID::ZERO);
         for (index, name) in names.enumerate().skip(1) {
             let Some(name) = name else {
                 unnamed += 1;
@@ -291,19 +305,55 @@ impl TagPattern {
     /// (caller logs a warning and skips the tag).
     #[must_use]
     pub fn upstream_version(&self, tag: &str) -> Option<Result<String, TagError>> {
-        let re = &self.regex.regex;
-        let mut caps = re.create_captures();
-        re.captures(tag, &mut caps);
+        self.matcher().upstream_version(tag)
+    }
+
+    /// A matcher for many tags in a row (one poll): it keeps the matching
+    /// engines' scratch space between tags.
+    #[must_use]
+    pub fn matcher(&self) -> TagMatcher<'_> {
+        let c = &self.regex;
+        TagMatcher {
+            pattern: self,
+            backtrack: c.backtrack.create_cache(),
+            pikevm: c.pikevm.create_cache(),
+            caps: c.pikevm.create_captures(),
+        }
+    }
+}
+
+/// Matches tags against one [`TagPattern`], reusing its scratch space.
+#[derive(Debug)]
+pub struct TagMatcher<'p> {
+    pattern: &'p TagPattern,
+    backtrack: thompson::backtrack::Cache,
+    pikevm: thompson::pikevm::Cache,
+    caps: Captures,
+}
+
+impl TagMatcher<'_> {
+    /// As [`TagPattern::upstream_version`].
+    pub fn upstream_version(&mut self, tag: &str) -> Option<Result<String, TagError>> {
+        let c = &self.pattern.regex;
+        let caps = &mut self.caps;
+        let backtracked = tag.len() <= c.backtrack.max_haystack_len()
+            && c.backtrack
+                .try_captures(&mut self.backtrack, tag, caps)
+                .is_ok();
+        if !backtracked {
+            c.pikevm.captures(&mut self.pikevm, tag, caps);
+        }
         if !caps.is_match() {
             return None;
         }
+        let (caps, style) = (&*caps, self.pattern.style);
         let group = |caps: &Captures, i: usize| caps.get_group(i).map(|span| &tag[span.range()]);
         let not_matched = |group: &str| TagError::GroupNotMatched {
             tag: tag.to_string(),
             group: group.to_string(),
         };
-        let version = match self.style {
-            Style::Unnamed => match group(&caps, 1) {
+        let version = match style {
+            Style::Unnamed => match group(caps, 1) {
                 Some(m) => m.to_string(),
                 None => return Some(Err(not_matched("1"))),
             },
@@ -313,16 +363,14 @@ impl TagPattern {
                 patch,
                 prerelease,
             } => {
-                let Some(major) = group(&caps, major) else {
+                let Some(major) = group(caps, major) else {
                     return Some(Err(not_matched("major")));
                 };
-                let Some(minor) = group(&caps, minor) else {
+                let Some(minor) = group(caps, minor) else {
                     return Some(Err(not_matched("minor")));
                 };
                 let optional = |index: Option<usize>| {
-                    index
-                        .and_then(|i| group(&caps, i))
-                        .filter(|s| !s.is_empty())
+                    index.and_then(|i| group(caps, i)).filter(|s| !s.is_empty())
                 };
                 let mut v = format!("{major}.{minor}");
                 if let Some(p) = optional(patch) {
