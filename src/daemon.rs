@@ -37,8 +37,26 @@ pub enum Fatal {
     #[error("{0}")]
     Config(String),
     /// Anything that goes wrong at run time: exit 1.
-    #[error("{0:#}")]
+    #[error("{}", chain_message(.0))]
     Runtime(anyhow::Error),
+}
+
+/// The error and its causes on one line, `outer: inner: ...`, leaving out a
+/// cause whose text the line already holds (many errors here put their
+/// cause in their own message, which a plain chain would print twice).
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 impl Fatal {
@@ -548,4 +566,29 @@ async fn reload(
     status.set_roster(roster.ids(), roster.invalid.clone());
     info!(count = roster.recipes.len(), invalid = roster.invalid.len(), dir = %cfg.manager.recipes_dir.display(), "recipes reloaded");
     roster_tx.send_replace(Arc::new(roster));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_errors_name_each_cause_once() {
+        let io = std::io::Error::other("No space left on device");
+        let repo = crate::repo::RepoError::Io {
+            path: "/s/repo/index/archive.json".into(),
+            source: io,
+        };
+        let e = Fatal::Runtime(anyhow::Error::new(repo).context("cannot open the repository"));
+        assert_eq!(
+            e.to_string(),
+            "cannot open the repository: /s/repo/index/archive.json: No space left on device"
+        );
+        let e = Fatal::Runtime(
+            anyhow::anyhow!("inner cause")
+                .context("middle")
+                .context("outer"),
+        );
+        assert_eq!(e.to_string(), "outer: middle: inner cause");
+    }
 }
