@@ -223,6 +223,8 @@ struct Farm {
     health: Arc<Health>,
     /// Held for the process's life: one farmhand per state_dir.
     state_lock: nix::fcntl::Flock<std::fs::File>,
+    /// The daemon's repository, when it would not open.
+    held: Option<worker::HeldRepo>,
 }
 
 /// Takes `state_dir/lock` (an exclusive `flock`), so that a second
@@ -291,6 +293,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     }
 
     let mut settings = worker::build_settings(&cfg);
+    let mut held = None;
     let (repo, published) = if cfg.build.backend == BuildBackend::Peipkg {
         let tools = PeipkgTools::resolve(&cfg).map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
         let repo_dir = cfg.repo_dir();
@@ -320,11 +323,31 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
             description: cfg.repo.description.clone(),
             farm_id: cfg.manager.id.clone(),
         };
-        let repo = tokio::task::spawn_blocking(move || Repo::open(rc, signer))
+        let (c, k) = (rc.clone(), signer.clone());
+        let opened = tokio::task::spawn_blocking(move || Repo::open(c, k))
             .await
-            .context("repository task failed")?
-            .context("cannot open the repository")?;
-        (Some(repo), Default::default())
+            .context("repository task failed")?;
+        match opened {
+            Ok(repo) => (Some(repo), Default::default()),
+            // The daemon keeps serving what is valid and builds nothing
+            // until the repository is repaired and it is reloaded; a
+            // one-shot run has nothing to serve and stops.
+            Err(e) if mode == "daemon" => {
+                let error = e.to_string();
+                error!(err = %error, "repository unusable; builds are held until it is repaired and the daemon reloaded");
+                held = Some(worker::HeldRepo {
+                    error,
+                    config: rc,
+                    signer,
+                });
+                (None, Default::default())
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("cannot open the repository")
+                    .into())
+            }
+        }
     };
 
     let (book, book_err) = BackoffBook::load(&state.join("state.json"), cfg.backoff.clone());
@@ -343,6 +366,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         status,
         health: Arc::new(Health::default()),
         state_lock,
+        held,
     })
 }
 
@@ -467,6 +491,10 @@ pub async fn run_daemon_with(
         Some(ptx.clone()),
         cancel.clone(),
     );
+    let w = match farm.held {
+        Some(held) => w.hold_until_repaired(held),
+        None => w,
+    };
     let worker_task = tokio::spawn(w.run(wrx));
     let sched = Scheduler {
         roster: roster_rx.clone(),

@@ -153,6 +153,7 @@ struct State {
     last_poll_success: BTreeMap<String, SystemTime>,
     webhooks_total: BTreeMap<&'static str, u64>,
     published_packages: usize,
+    repository_error: Option<String>,
     durations: Histogram,
     builds: VecDeque<BuildRecord>,
 }
@@ -204,6 +205,7 @@ impl Status {
                 last_poll_success: BTreeMap::new(),
                 webhooks_total: WEBHOOK_RESULTS.iter().map(|r| (*r, 0)).collect(),
                 published_packages: 0,
+                repository_error: None,
                 durations: Histogram::default(),
                 builds: VecDeque::new(),
             }),
@@ -351,6 +353,11 @@ impl Status {
         self.update(|s| s.published_packages = n);
     }
 
+    /// Why the repository cannot be opened (builds are held), or `None`.
+    pub fn set_repository_error(&self, e: Option<String>) {
+        self.update(|s| s.repository_error = e);
+    }
+
     /// A poll finished.
     pub fn poll_finished(&self, recipe: &str, result: Result<usize, String>) {
         self.update(|s| {
@@ -458,6 +465,7 @@ impl Status {
             invalid_recipes: &'a BTreeMap<String, String>,
             polls: &'a BTreeMap<String, PollInfo>,
             published_packages: usize,
+            repository_error: Option<&'a str>,
         }
         let doc = Doc {
             farm_id: &s.farm_id,
@@ -494,6 +502,7 @@ impl Status {
             invalid_recipes: &s.invalid,
             polls: &s.polls,
             published_packages: s.published_packages,
+            repository_error: s.repository_error.as_deref(),
         };
         let mut out = serde_json::to_vec(&doc).unwrap_or_default();
         out.push(b'\n');

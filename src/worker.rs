@@ -24,7 +24,7 @@ use crate::config::{Config, Upload};
 use crate::poller::PollRequest;
 use crate::queue::{rfc3339, BackoffBook, BuildQueue, QueuedBuild};
 use crate::recipe::{Backlog, Recipe, Roster};
-use crate::repo::{BuildInfo, NewPackage, Repo};
+use crate::repo::{BuildInfo, NewPackage, Repo, RepoConfig};
 use crate::status::{BuildRecord, BuildState, Health, Loop, Status, QUEUE_LISTED};
 use crate::upload;
 
@@ -68,11 +68,25 @@ enum Outcome {
     Failed(builder::Failure),
 }
 
+/// A repository that would not open (a malformed index, a missing pool
+/// file): the daemon stays up and serves what is valid, and the worker
+/// builds nothing (nothing could be published, and without the index no
+/// version can be told published) until a reload opens it.
+pub struct HeldRepo {
+    /// Why it would not open; names the file.
+    pub error: String,
+    /// How to open it again.
+    pub config: RepoConfig,
+    /// The signing key, if one is configured.
+    pub signer: Option<ed25519_dalek::SigningKey>,
+}
+
 /// Everything the worker needs.
 pub struct Worker {
     cfg: Arc<Config>,
     settings: BuildSettings,
     repo: Option<Repo>,
+    held: Option<HeldRepo>,
     published: HashMap<String, HashSet<String>>,
     queue: BuildQueue,
     book: BackoffBook,
@@ -126,6 +140,7 @@ impl Worker {
             cfg,
             settings,
             repo,
+            held: None,
             published,
             queue: BuildQueue::new(),
             book,
@@ -137,6 +152,53 @@ impl Worker {
             next_id: 1,
             shutdown,
             kill: CancellationToken::new(),
+        }
+    }
+
+    /// Holds every build until `held` opens on a reload (see [`HeldRepo`]).
+    pub fn hold_until_repaired(mut self, held: HeldRepo) -> Worker {
+        self.status.set_repository_error(Some(held.error.clone()));
+        self.held = Some(held);
+        self
+    }
+
+    /// On reload: tries to open a held repository again. Once it opens,
+    /// every recipe is polled so that builds resume.
+    async fn reopen_held_repo(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        let (config, signer) = (held.config.clone(), held.signer.clone());
+        let opened = tokio::task::spawn_blocking(move || Repo::open(config, signer))
+            .await
+            .map_err(|e| format!("repository task failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match opened {
+            Ok(repo) => {
+                for e in repo.archive() {
+                    self.published
+                        .entry(e.build.recipe.clone())
+                        .or_default()
+                        .insert(e.version.clone());
+                }
+                self.status.set_published(repo.active_count());
+                self.status.set_repository_error(None);
+                info!(dir = %repo_dir(&held.config), "repository reopened; builds resume");
+                self.repo = Some(repo);
+                if let Some(polls) = &self.polls {
+                    for id in self.roster.borrow().recipes.keys() {
+                        let _ = polls.try_send(PollRequest {
+                            recipe: id.clone(),
+                            trigger: Trigger::Poll,
+                        });
+                    }
+                }
+            }
+            Err(error) => {
+                error!(err = %error, "repository unusable; builds are held until it is repaired and the daemon reloaded");
+                self.status.set_repository_error(Some(error.clone()));
+                self.held = Some(HeldRepo { error, ..held });
+            }
         }
     }
 
@@ -186,7 +248,10 @@ impl Worker {
                     self.request_retries();
                 }
                 r = self.roster.changed() => {
-                    if r.is_ok() { self.roster_changed(); }
+                    if r.is_ok() {
+                        self.roster_changed();
+                        self.reopen_held_repo().await;
+                    }
                 }
                 _ = heartbeat.tick() => self.health.beat(Loop::Worker),
             }
@@ -204,6 +269,10 @@ impl Worker {
         running: Option<&Job>,
     ) -> usize {
         let id = recipe.id.as_str();
+        if self.held.is_some() {
+            debug!(recipe = id, "offer dropped (repository unusable)");
+            return 0;
+        }
         // Only recipes still in the roster, as they are now.
         let current = self.roster.borrow().recipes.get(id).cloned();
         let Some(current) = current else {
@@ -251,6 +320,9 @@ impl Worker {
     }
 
     fn next_job(&mut self) -> Option<(Job, Running)> {
+        if self.held.is_some() {
+            return None;
+        }
         loop {
             let b = self.queue.pop()?;
             let recipe = self.roster.borrow().recipes.get(&b.recipe).cloned();
@@ -488,6 +560,10 @@ impl Worker {
             self.save_book();
         }
     }
+}
+
+fn repo_dir(config: &RepoConfig) -> String {
+    config.dir.display().to_string()
 }
 
 /// Drops backoff entries that can no longer be retried: recipes gone from

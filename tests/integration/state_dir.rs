@@ -142,3 +142,63 @@ fn check_into_a_closed_pipe_is_not_a_crash() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn a_broken_repository_holds_builds_until_repaired_and_reloaded() {
+    let mut farm = Farm::new();
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.write_config("");
+    farm.simple_recipe(
+        "hello",
+        &up,
+        "#!/bin/sh\nmkdir -p \"$DESTDIR/x\"\necho \"$FARMHAND_VERSION\" > \"$DESTDIR/x/v\"\n",
+        "",
+    );
+    farm.once_ok();
+    let archive = farm.repo().join("index/archive.json");
+    let good = std::fs::read(&archive).unwrap();
+    std::fs::write(&archive, "{ \"schema_version\": 1, nope").unwrap();
+    up.release("v1.1.0");
+
+    // A one-shot run has nothing to serve: it stops, naming the file.
+    let out = farm.run(&["--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&archive.display().to_string()), "{err}");
+    assert!(!err.contains("starting build"), "{err}");
+
+    // The daemon stays up, says why, and builds nothing.
+    farm.http = true;
+    farm.write_config("");
+    let d = farm.start();
+    d.wait_log("poll complete", Duration::from_secs(20));
+    let s = d.status();
+    let why = s["repository_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("archive.json") && why.contains("malformed"),
+        "{s:#}"
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+    assert_eq!(d.count("starting build"), 0, "{}", d.logs());
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        b"{ \"schema_version\": 1, nope",
+        "the broken index is left for the operator"
+    );
+
+    // Repaired and reloaded: builds resume, and only what is new is built.
+    std::fs::write(&archive, good).unwrap();
+    d.signal("HUP");
+    d.wait_log("repository reopened", Duration::from_secs(20));
+    d.wait_log("build + publish complete", Duration::from_secs(30));
+    let s = d.wait_status(Duration::from_secs(10), "no repository error", |s| {
+        s["repository_error"].is_null()
+    });
+    assert_eq!(s["builds_attempted"], 1, "{s:#}");
+    assert_eq!(
+        archive_ids(&farm),
+        ["hello@1.0.0-1", "hello@1.1.0-1"],
+        "1.0.0 is not rebuilt"
+    );
+}
