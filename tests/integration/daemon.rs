@@ -736,18 +736,7 @@ fn demo_publishes_signed_greet_and_stops_on_sigint() {
 
     let repo = dir.join("state/repo");
     let archive = read_json(&repo.join("index/archive.json"));
-    let mut entries: Vec<String> = archive["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}@{}",
-                p["name"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let mut entries = index_ids(&archive);
     entries.sort();
     assert_eq!(
         entries,

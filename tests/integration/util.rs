@@ -32,23 +32,7 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// Runs git in `dir` with fixed identities and dates (reproducible commits).
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "upstream")
-        .env("GIT_AUTHOR_EMAIL", "upstream@example.org")
-        .env("GIT_COMMITTER_NAME", "upstream")
-        .env("GIT_COMMITTER_EMAIL", "upstream@example.org")
-        .env("GIT_AUTHOR_DATE", "1700000000 +0000")
-        .env("GIT_COMMITTER_DATE", "1700000000 +0000")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    git_at(dir, args, 1_700_000_000)
 }
 
 /// A local upstream repository.
@@ -377,17 +361,14 @@ impl Daemon {
 
 /// `name@version` of every package in `archive.json`, in index order.
 pub fn archive_ids(farm: &Farm) -> Vec<String> {
-    read_json(&farm.repo().join("index/archive.json"))["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            format!(
-                "{}@{}",
-                p["name"].as_str().unwrap(),
-                p["version"].as_str().unwrap()
-            )
-        })
+    index_ids(&read_json(&farm.repo().join("index/archive.json")))
+}
+
+/// `name@version` of every package of an index document, in its order.
+pub fn index_ids(doc: &serde_json::Value) -> Vec<String> {
+    index_versions(doc)
+        .into_iter()
+        .map(|(name, version)| format!("{name}@{version}"))
         .collect()
 }
 
