@@ -8,6 +8,8 @@
 //! same value (to the millisecond).
 #![no_main]
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,27 +71,7 @@ const DEFAULTS: &[&str] = &[
 ];
 
 fn render(slot: usize, value: &str, quote: bool) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    for line in TEMPLATE {
-        if let Some(key) = line.strip_suffix(" @") {
-            let v = if i == slot {
-                if quote {
-                    format!("{value:?}")
-                } else {
-                    value.to_string()
-                }
-            } else {
-                DEFAULTS[i].to_string()
-            };
-            out.push_str(&format!("{key} {v}\n"));
-            i += 1;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
+    common::render(TEMPLATE, DEFAULTS, slot, value, quote)
 }
 
 fn check(text: &str) {
