@@ -125,12 +125,7 @@ impl Worker {
     ) -> Worker {
         let mut published = published;
         if let Some(repo) = &repo {
-            for e in repo.archive() {
-                published
-                    .entry(e.build.recipe.clone())
-                    .or_default()
-                    .insert(e.version.clone());
-            }
+            remember_published(&mut published, repo);
             status.set_published(repo.active_count());
         }
         let mut book = book;
@@ -175,15 +170,10 @@ impl Worker {
             .and_then(|r| r.map_err(|e| e.to_string()));
         match opened {
             Ok(repo) => {
-                for e in repo.archive() {
-                    self.published
-                        .entry(e.build.recipe.clone())
-                        .or_default()
-                        .insert(e.version.clone());
-                }
+                remember_published(&mut self.published, &repo);
                 self.status.set_published(repo.active_count());
                 self.status.set_repository_error(None);
-                info!(dir = %repo_dir(&held.config), "repository reopened; builds resume");
+                info!(dir = %held.config.dir.display(), "repository reopened; builds resume");
                 self.repo = Some(repo);
                 if let Some(polls) = &self.polls {
                     for id in self.roster.borrow().recipes.keys() {
@@ -562,8 +552,15 @@ impl Worker {
     }
 }
 
-fn repo_dir(config: &RepoConfig) -> String {
-    config.dir.display().to_string()
+/// Adds every version in `repo`'s archive to `published` (recipe →
+/// versions), the worker's O(1) dedup set.
+fn remember_published(published: &mut HashMap<String, HashSet<String>>, repo: &Repo) {
+    for e in repo.archive() {
+        published
+            .entry(e.build.recipe.clone())
+            .or_default()
+            .insert(e.version.clone());
+    }
 }
 
 /// Drops backoff entries that can no longer be retried: recipes gone from
