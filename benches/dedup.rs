@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use farmhand::poller::match_tags;
-use farmhand::queue::{BackoffBook, BuildQueue};
-use farmhand::recipe::load_roster;
-use farmhand::worker::{select_new, Seen};
+use farmhand::farm::backoff::BackoffBook;
+use farmhand::farm::queue::BuildQueue;
+use farmhand::model::recipe::load_roster;
+use farmhand::watch::poll::match_tags;
 
 const N: usize = 20_000;
 
@@ -34,24 +34,21 @@ fn bench(c: &mut Criterion) {
         .map(|c| c.version)
         .collect();
     assert_eq!(published.len(), N);
-    let queue = BuildQueue::new();
+    let mut queue = BuildQueue::new();
+    for v in &published {
+        queue.mark_published("big", v);
+    }
     let (book, _) = BackoffBook::load(
         &dir.path().join("state.json"),
         vec![Duration::from_secs(60)],
     );
-    let seen = Seen {
-        published: Some(&published),
-        queue: &queue,
-        book: &book,
-        running: None,
-    };
 
     let mut g = c.benchmark_group("dedup_20000_tags_all_published");
     g.sample_size(20);
     g.bench_function("match_tags_and_dedup", |b| {
         b.iter(|| {
             let m = match_tags(&recipe, black_box(&tags));
-            let fresh = select_new(&recipe, m.candidates, &seen, SystemTime::now());
+            let fresh = queue.select_new(&recipe, m.candidates, &book, None, SystemTime::now());
             assert!(fresh.is_empty());
             fresh.len()
         })
@@ -59,13 +56,15 @@ fn bench(c: &mut Criterion) {
     let candidates = match_tags(&recipe, &tags).candidates;
     g.bench_function("dedup_only", |b| {
         b.iter(|| {
-            select_new(
-                &recipe,
-                black_box(candidates.clone()),
-                &seen,
-                SystemTime::now(),
-            )
-            .len()
+            queue
+                .select_new(
+                    &recipe,
+                    black_box(candidates.clone()),
+                    &book,
+                    None,
+                    SystemTime::now(),
+                )
+                .len()
         })
     });
     g.finish();

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::daemon::{self, Fatal};
+use crate::farm::daemon::{self, Fatal};
 
 const GREET: &str = r#"#!/bin/sh
 # greet - print a friendly greeting
@@ -218,17 +218,17 @@ mod tests {
     fn demo_farm_is_a_valid_farm() {
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = create(&dir.path().join("demo"), "127.0.0.1:0").unwrap();
-        let cfg = crate::config::Config::load(&cfg_path).unwrap();
+        let cfg = crate::model::config::Config::load(&cfg_path).unwrap();
         let roster =
-            crate::recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval)
+            crate::model::recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval)
                 .unwrap();
         assert!(roster.invalid.is_empty(), "{:?}", roster.invalid);
         assert_eq!(roster.ids(), vec!["greet"]);
         let up = roster.recipes["greet"].upstream.as_ref().unwrap();
-        let tags = crate::git::list_tags(
+        let tags = crate::git::libgit::list_tags(
             &up.git,
             std::time::Duration::from_secs(10),
-            &crate::git::Abort::new(),
+            &crate::git::libgit::Abort::new(),
         )
         .unwrap();
         assert_eq!(tags, vec!["v1.0.0", "v1.1.0", "v1.2.0"]);

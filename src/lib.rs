@@ -1,7 +1,7 @@
 //! farmhand: a single-host build-farm daemon.
 //!
 //! It loads a roster of recipes, learns about new upstream versions by
-//! polling git tags or from HMAC-verified GitHub webhooks, builds each new
+//! polling git tags or from HMAC-verified webhooks, builds each new
 //! version one at a time with exponential backoff on failure, and publishes
 //! the results as a package repository with a hash-pinned, optionally
 //! signed index.
@@ -16,50 +16,39 @@
 //!      └──> upload (rclone two-pass | command)
 //! ```
 //!
-//! Start reading at [`daemon`], which wires the pieces together.
+//! # Layout
+//!
+//! Each folder is one part; imports run one way, from the top of this list
+//! to the bottom, never back and never in a loop:
+//!
+//! ```text
+//! demo ─> farm ─> watch, serve ─> build, publish ─> git ─> host ─> model
+//! ```
+//!
+//! * [`model`] imports nothing of the crate; [`host`] only `model`;
+//!   [`git`] only `model` and `host`.
+//! * [`build`] and [`publish`] never import [`serve`], [`watch`] or [`farm`].
+//! * [`serve`] never imports [`build`] or [`publish`]; it reads the farm
+//!   through the handles [`farm`] gives it.
+//!
+//! Start reading at [`farm::daemon`], which wires the pieces together.
 #![warn(missing_docs)]
 
-/// Runs one build: fetch, script, process group, timeout, log.
-pub mod builder;
-/// The config file: types, defaults, validation.
-pub mod config;
-/// Wires it together: check, once, daemon, reload, shutdown.
-pub mod daemon;
+/// One build: script runner, packaging, the peipkg backend.
+pub mod build;
 /// `farmhand demo`: a self-contained farm.
 pub mod demo;
-/// Atomic file replacement and path-safe names.
-pub mod fsutil;
-/// ls-remote, fetch one tag, export its tree, commit time (libgit2).
+/// The running farm: daemon wiring, worker, queue, backoff book, status.
+pub mod farm;
+/// git through libgit2 in a helper process: ls-remote, fetch, export.
 pub mod git;
-/// Runs git's network operations in a child process (`farmhand git-helper`).
-pub mod git_process;
-/// The hyper server and routes.
-pub mod http;
-/// tracing setup: logfmt, json, journald.
-pub mod logging;
-/// DESTDIR → deterministic .tar.zst per package stanza.
-pub mod package;
-/// The peipkg backend (peipkg-build / peipkg-repo argv).
-pub mod peipkg;
-/// Per-recipe poll schedule with bounded concurrency.
-pub mod poller;
-/// The deduplicating, fair build queue and the backoff book.
-pub mod queue;
-/// Recipe files and the roster.
-pub mod recipe;
-/// Repository state: index in memory, atomic publish, signing.
-pub mod repo;
-/// Counters, snapshots, JSON and Prometheus rendering.
-pub mod status;
-/// sd-notify and the watchdog.
-pub mod systemd;
-/// tag_pattern matching and version composition.
-pub mod tags;
-/// rclone / command upload.
-pub mod upload;
-/// Version parsing and ordering.
-pub mod version;
-/// GitHub webhook signature check, payload parsing, routing.
-pub mod webhook;
-/// The build worker: owns queue, backoff book and repository.
-pub mod worker;
+/// The host: systemd, logging, loop health, durable files.
+pub mod host;
+/// Pure data and rules: config, recipes, versions, tags, the build vocabulary.
+pub mod model;
+/// The repository: index, atomic publish, signing, upload.
+pub mod publish;
+/// HTTP: routes, `/status` and `/metrics` rendering, logs, webhooks.
+pub mod serve;
+/// Learning about versions: the poll schedule and webhooks.
+pub mod watch;

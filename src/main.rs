@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use farmhand::daemon;
-use farmhand::logging::{self, LogFormat, LogLevel};
+use farmhand::farm::daemon;
+use farmhand::host::logging::{self, LogFormat, LogLevel};
 
 /// Single-host build-farm daemon.
 #[derive(Parser)]
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::GitHelper) = cli.command {
-        return ExitCode::from(farmhand::git_process::helper_main() as u8);
+        return ExitCode::from(farmhand::git::helper::helper_main() as u8);
     }
     if cli.check {
         return ExitCode::from(daemon::check(&cli.config) as u8);

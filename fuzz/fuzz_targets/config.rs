@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use farmhand::config::{format_duration, parse_duration, Config, MIN_POLL_INTERVAL};
+use farmhand::model::config::{format_duration, parse_duration, Config, MIN_POLL_INTERVAL};
 use libfuzzer_sys::fuzz_target;
 
 const TEMPLATE: &[&str] = &[
@@ -93,7 +93,7 @@ fn check(text: &str) {
             assert!(c.build.keep_logs >= 1);
             assert!(!c.backoff.is_empty());
             assert!(c.backoff.iter().all(|d| *d >= Duration::from_secs(1)));
-            assert!(farmhand::fsutil::is_safe_component(&c.manager.id));
+            assert!(farmhand::model::name::is_safe_component(&c.manager.id));
             assert!(!c.repo.name.is_empty());
             assert!(c
                 .repo

@@ -13,9 +13,9 @@ mod common;
 use std::path::{Component, Path};
 use std::time::Duration;
 
-use farmhand::fsutil::is_safe_component;
-use farmhand::recipe::{parse_recipe, RecipeFile};
-use farmhand::version::is_valid_upstream;
+use farmhand::model::name::is_safe_component;
+use farmhand::model::recipe::{parse_recipe, RecipeFile};
+use farmhand::model::version::is_valid_upstream;
 use libfuzzer_sys::fuzz_target;
 
 const TEMPLATE: &[&str] = &[

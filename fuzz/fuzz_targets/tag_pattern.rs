@@ -10,9 +10,9 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use farmhand::fsutil::is_safe_component;
-use farmhand::tags::{TagPattern, MAX_UPSTREAM_LEN};
-use farmhand::version::Version;
+use farmhand::model::name::is_safe_component;
+use farmhand::model::tags::{TagPattern, MAX_UPSTREAM_LEN};
+use farmhand::model::version::Version;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

@@ -9,7 +9,7 @@
 
 use std::cmp::Ordering;
 
-use farmhand::version::{compare_upstream, is_valid_upstream, Version};
+use farmhand::model::version::{compare_upstream, is_valid_upstream, Version};
 use libfuzzer_sys::fuzz_target;
 
 fn check_order<T: std::fmt::Debug>(items: &[T], cmp: impl Fn(&T, &T) -> Ordering) {

@@ -10,7 +10,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use farmhand::webhook::{normalize_url, parse_payload, sign, verify_signature};
+use farmhand::watch::github::{normalize_url, parse_payload, sign, verify_signature};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

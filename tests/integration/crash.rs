@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use farmhand::repo::{IndexEntry, Repo};
+use farmhand::publish::repo::{IndexEntry, Repo};
 
 /// Pause of the publish fault hook, per step.
 const STEP_DELAY_MS: u64 = 30;

@@ -392,7 +392,7 @@ fn build_flooding_its_log_is_capped_and_the_daemon_stays_responsive() {
         .expect("build log");
     let size = std::fs::metadata(&log).unwrap().len();
     assert!(
-        size <= farmhand::builder::MAX_LOG_BYTES + 64 * 1024,
+        size <= farmhand::build::runner::MAX_LOG_BYTES + 64 * 1024,
         "log is {size} bytes"
     );
     let text = std::fs::read(&log).unwrap();

@@ -16,19 +16,18 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use std::collections::{HashMap, HashSet};
-
-use crate::builder::BuildSettings;
-use crate::config::{format_duration, BuildBackend, Config};
-use crate::http::{self, HttpState, Secret};
-use crate::peipkg::PeipkgTools;
-use crate::poller::{self, Scheduler};
-use crate::queue::BackoffBook;
-use crate::recipe::{self, Roster};
-use crate::repo::{self, Repo, RepoConfig};
-use crate::status::{Health, Status};
-use crate::systemd;
-use crate::worker::{self, Worker};
+use crate::build::peipkg::PeipkgTools;
+use crate::build::runner::BuildSettings;
+use crate::farm::backoff::BackoffBook;
+use crate::farm::status::Status;
+use crate::farm::worker::{self, RepoAtStart, Worker, WorkerSetup};
+use crate::host::health::{Health, Loop};
+use crate::host::systemd;
+use crate::model::config::{format_duration, BuildBackend, Config};
+use crate::model::recipe::{self, Roster};
+use crate::publish::repo::{self, Repo, RepoConfig};
+use crate::serve::http::{self, HttpState, Secret};
+use crate::watch::poll::{self, PollObserver, Scheduler};
 
 /// Why the program stops with an error, and its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -216,15 +215,12 @@ struct Farm {
     cfg: Arc<Config>,
     settings: BuildSettings,
     roster: Roster,
-    repo: Option<Repo>,
-    published: HashMap<String, HashSet<String>>,
+    repo: RepoAtStart,
     book: BackoffBook,
     status: Arc<Status>,
     health: Arc<Health>,
     /// Held for the process's life: one farmhand per state_dir.
     state_lock: nix::fcntl::Flock<std::fs::File>,
-    /// The daemon's repository, when it would not open.
-    held: Option<worker::HeldRepo>,
 }
 
 /// Takes `state_dir/lock` (an exclusive `flock`), so that a second
@@ -254,7 +250,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     info!(farm_id = %cfg.manager.id, mode, version = env!("CARGO_PKG_VERSION"), config = %cfg.path.display(), "farmhand starting");
     // Processes a build leaves behind outside its process group come back
     // here, to be killed when the build ends.
-    if !crate::builder::become_subreaper() {
+    if !crate::build::runner::become_subreaper() {
         warn!("cannot become a child subreaper; processes that builds leave behind outside their process group will outlive them");
     }
     let roster = recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval)
@@ -280,7 +276,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         .with_context(|| format!("state_dir {} is not writable", state.display()))?;
     let state_lock = lock_state_dir(&state)?;
     // Nothing uses the git caches yet: locks in them are left from a crash.
-    for lock in crate::git::clear_stale_locks(&state.join("git")) {
+    for lock in crate::git::libgit::clear_stale_locks(&state.join("git")) {
         warn!(file = %lock.display(), "removed stale git lock file");
     }
     for d in worker::ephemeral_dirs(&cfg) {
@@ -293,22 +289,24 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     }
 
     let mut settings = worker::build_settings(&cfg);
-    let mut held = None;
-    let (repo, published) = if cfg.build.backend == BuildBackend::Peipkg {
+    let repo = if cfg.build.backend == BuildBackend::Peipkg {
         let tools = PeipkgTools::resolve(&cfg).map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
         let repo_dir = cfg.repo_dir();
         let (name, desc) = (cfg.repo.name.clone(), cfg.repo.description.clone());
         let t = tools.clone();
-        tokio::task::spawn_blocking(move || t.init_repo(&repo_dir, &name, &desc))
-            .await
-            .context("repository task failed")?
-            .map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
-        let published = crate::peipkg::published(&cfg.repo_dir(), &roster).unwrap_or_else(|e| {
-            error!(err = %e, "dedup check failed");
-            Default::default()
-        });
+        tokio::task::spawn_blocking(move || {
+            crate::publish::peipkg::init_repo(&t, &repo_dir, &name, &desc)
+        })
+        .await
+        .context("repository task failed")?
+        .map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
+        let published =
+            crate::publish::peipkg::published(&cfg.repo_dir(), &roster).unwrap_or_else(|e| {
+                error!(err = %e, "dedup check failed");
+                Default::default()
+            });
         settings.peipkg = Some(tools);
-        (None, published)
+        RepoAtStart::Peipkg(published)
     } else {
         let signer = match &cfg.signing_key_file {
             Some(p) => Some(
@@ -328,19 +326,18 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
             .await
             .context("repository task failed")?;
         match opened {
-            Ok(repo) => (Some(repo), Default::default()),
+            Ok(repo) => RepoAtStart::Open(repo),
             // The daemon keeps serving what is valid and builds nothing
             // until the repository is repaired and it is reloaded; a
             // one-shot run has nothing to serve and stops.
             Err(e) if mode == "daemon" => {
                 let error = e.to_string();
                 error!(err = %error, "repository unusable; builds are held until it is repaired and the daemon reloaded");
-                held = Some(worker::HeldRepo {
+                RepoAtStart::Held(worker::HeldRepo {
                     error,
                     config: rc,
                     signer,
-                });
-                (None, Default::default())
+                })
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e)
@@ -361,12 +358,10 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         settings,
         roster,
         repo,
-        published,
         book,
         status,
         health: Arc::new(Health::default()),
         state_lock,
-        held,
     })
 }
 
@@ -378,30 +373,30 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
     spawn_signal_stop(cancel.clone());
     let (roster_tx, roster_rx) = watch::channel(Arc::new(farm.roster));
     let (wtx, wrx) = mpsc::channel(1024);
-    let w = Worker::new(
-        farm.cfg.clone(),
-        farm.settings,
-        farm.repo,
-        farm.published,
-        farm.book,
-        farm.status.clone(),
-        farm.health.clone(),
-        roster_rx,
-        None,
-        cancel.clone(),
-    );
+    let w = Worker::new(WorkerSetup {
+        cfg: farm.cfg.clone(),
+        settings: farm.settings,
+        repo: farm.repo,
+        book: farm.book,
+        status: farm.status.clone(),
+        health: farm.health.clone(),
+        roster: roster_rx,
+        polls: None,
+        shutdown: cancel.clone(),
+    });
     let worker_task = tokio::spawn(w.run(wrx));
     let roster = roster_tx.borrow().clone();
-    poller::poll_all_once(
+    let observer: Arc<dyn PollObserver> = farm.status.clone();
+    poll::poll_all_once(
         &roster,
         farm.cfg.poll.concurrency,
         farm.cfg.poll.timeout,
         &wtx,
-        &farm.status,
+        &observer,
         &cancel,
     )
     .await;
-    let _ = wtx.send(worker::WorkerMsg::Drain).await;
+    // The worker drains the queue and stops once no sender is left.
     drop(wtx);
     if let Err(e) = worker_task.await {
         error!(err = %e, "manager.Run returned non-cancel error");
@@ -476,25 +471,20 @@ pub async fn run_daemon_with(
     let (ptx, prx) = mpsc::channel(1024);
     let status = farm.status.clone();
     let health = farm.health.clone();
-    health.beat(crate::status::Loop::Scheduler);
-    health.beat(crate::status::Loop::Worker);
+    health.beat(Loop::Scheduler);
+    health.beat(Loop::Worker);
 
-    let w = Worker::new(
-        cfg.clone(),
-        farm.settings,
-        farm.repo,
-        farm.published,
-        farm.book,
-        status.clone(),
-        health.clone(),
-        roster_rx.clone(),
-        Some(ptx.clone()),
-        cancel.clone(),
-    );
-    let w = match farm.held {
-        Some(held) => w.hold_until_repaired(held),
-        None => w,
-    };
+    let w = Worker::new(WorkerSetup {
+        cfg: cfg.clone(),
+        settings: farm.settings,
+        repo: farm.repo,
+        book: farm.book,
+        status: status.clone(),
+        health: health.clone(),
+        roster: roster_rx.clone(),
+        polls: Some(ptx.clone()),
+        shutdown: cancel.clone(),
+    });
     let worker_task = tokio::spawn(w.run(wrx));
     let sched = Scheduler {
         roster: roster_rx.clone(),
@@ -603,7 +593,7 @@ mod tests {
     #[test]
     fn fatal_errors_name_each_cause_once() {
         let io = std::io::Error::other("No space left on device");
-        let repo = crate::repo::RepoError::Io {
+        let repo = crate::publish::repo::RepoError::Io {
             path: "/s/repo/index/archive.json".into(),
             source: io,
         };

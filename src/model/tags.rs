@@ -16,7 +16,7 @@
 //! used exactly as written: the recipe supplies its own `^...$` anchors.
 //!
 //! Tags come from the network, so every version a tag yields is checked with
-//! [`crate::version::is_valid_upstream`] and a length limit before anyone
+//! [`crate::model::version::is_valid_upstream`] and a length limit before anyone
 //! can use it (for instance in a path).
 
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ use regex_automata::util::captures::Captures;
 use regex_automata::util::syntax;
 use regex_automata::PatternID;
 
-use crate::version::is_valid_upstream;
+use crate::model::version::is_valid_upstream;
 
 /// Longest upstream version a tag may yield, in bytes.
 pub const MAX_UPSTREAM_LEN: usize = 128;
@@ -299,7 +299,7 @@ impl TagPattern {
 
     /// None: the tag does not match the pattern (ignored silently).
     /// Some(Ok(upstream)): the upstream version it yields (validated with
-    /// [`crate::version::is_valid_upstream`] and at most
+    /// [`crate::model::version::is_valid_upstream`] and at most
     /// [`MAX_UPSTREAM_LEN`] bytes long).
     /// Some(Err(..)): it matched but the captured version is unusable
     /// (caller logs a warning and skips the tag).
@@ -778,7 +778,7 @@ mod tests {
         let p = pat(r"^v(.+)$");
         for tag in ["v1.0", "v1.0-rc.1", "v2~beta", "vX"] {
             let up = ok(&p, tag);
-            let v = crate::version::Version::new(&up, 1);
+            let v = crate::model::version::Version::new(&up, 1);
             assert!(v.is_ok(), "{tag}: {v:?}");
         }
     }

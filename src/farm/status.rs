@@ -11,13 +11,18 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::builder::{Phase, Trigger};
-use crate::queue::{rfc3339, FailureRecord, QueuedBuild};
+use crate::farm::backoff::FailureRecord;
+use crate::farm::queue::QueuedBuild;
+use crate::model::build::{BuildKey, BuildState};
+use crate::model::build::{Phase, Trigger};
+use crate::model::time::rfc3339;
+use crate::watch::poll::PollObserver;
+use crate::watch::WebhookResult;
 
 /// How many finished builds `/builds` remembers.
 pub const BUILD_HISTORY: usize = 200;
@@ -48,20 +53,6 @@ pub struct InFlight {
     pub phase: Phase,
     #[serde(skip)]
     started: SystemTime,
-}
-
-/// How a build ended (or that it has not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BuildState {
-    /// Still running.
-    Running,
-    /// Built and published.
-    Succeeded,
-    /// Failed; see `phase` and `error`.
-    Failed,
-    /// Stopped by shutdown.
-    Cancelled,
 }
 
 /// One build, as `/builds` lists it.
@@ -118,6 +109,8 @@ pub struct PollInfo {
 struct FailureView {
     failures: u32,
     next_retry: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -145,13 +138,13 @@ struct State {
     builds_failed: u64,
     failed_by_recipe: BTreeMap<String, u64>,
     in_flight: Option<InFlight>,
-    failures: BTreeMap<String, FailureRecord>,
+    failures: BTreeMap<BuildKey, FailureRecord>,
     queue: Vec<QueuedBuild>,
     queue_depth: usize,
     polls: BTreeMap<String, PollInfo>,
-    polls_total: BTreeMap<(String, &'static str), u64>,
+    polls_total: BTreeMap<(String, PollResult), u64>,
     last_poll_success: BTreeMap<String, SystemTime>,
-    webhooks_total: BTreeMap<&'static str, u64>,
+    webhooks_total: BTreeMap<WebhookResult, u64>,
     published_packages: usize,
     repository_error: Option<String>,
     durations: Histogram,
@@ -172,16 +165,21 @@ struct Cache {
     metrics: Option<(u64, Bytes)>,
 }
 
-/// Webhook outcomes, the `result` label of `farmhand_webhooks_total`.
-pub const WEBHOOK_RESULTS: [&str; 7] = [
-    "accepted",
-    "pong",
-    "not_watched",
-    "invalid_signature",
-    "bad_request",
-    "too_large",
-    "duplicate",
-];
+/// How a poll went: the `result` label of `farmhand_polls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PollResult {
+    Ok,
+    Error,
+}
+
+impl PollResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            PollResult::Ok => "ok",
+            PollResult::Error => "error",
+        }
+    }
+}
 
 impl Status {
     /// A fresh status for farm `farm_id`.
@@ -203,7 +201,7 @@ impl Status {
                 polls: BTreeMap::new(),
                 polls_total: BTreeMap::new(),
                 last_poll_success: BTreeMap::new(),
-                webhooks_total: WEBHOOK_RESULTS.iter().map(|r| (*r, 0)).collect(),
+                webhooks_total: WebhookResult::ALL.iter().map(|r| (*r, 0)).collect(),
                 published_packages: 0,
                 repository_error: None,
                 durations: Histogram::default(),
@@ -336,7 +334,7 @@ impl Status {
     }
 
     /// The backoff book changed.
-    pub fn set_failures(&self, failures: &BTreeMap<String, FailureRecord>) {
+    pub fn set_failures(&self, failures: &BTreeMap<BuildKey, FailureRecord>) {
         self.update(|s| s.failures = failures.clone());
     }
 
@@ -359,7 +357,7 @@ impl Status {
     }
 
     /// A poll finished.
-    pub fn poll_finished(&self, recipe: &str, result: Result<usize, String>) {
+    fn record_poll(&self, recipe: &str, result: Result<usize, String>) {
         self.update(|s| {
             // A poll that was running when a reload removed its recipe.
             if s.recipes
@@ -376,15 +374,15 @@ impl Status {
                     p.ok = true;
                     p.tags_seen = n;
                     p.error = None;
-                    "ok"
+                    PollResult::Ok
                 }
                 Err(e) => {
                     p.ok = false;
                     p.error = Some(e);
-                    "error"
+                    PollResult::Error
                 }
             };
-            if label == "ok" {
+            if label == PollResult::Ok {
                 s.last_poll_success.insert(recipe.to_string(), now);
             }
             *s.polls_total
@@ -394,7 +392,7 @@ impl Status {
     }
 
     /// The next scheduled poll of `recipe`.
-    pub fn poll_scheduled(&self, recipe: &str, at: SystemTime) {
+    fn record_next_poll(&self, recipe: &str, at: SystemTime) {
         self.update(|s| {
             if s.recipes
                 .binary_search_by(|r| r.as_str().cmp(recipe))
@@ -406,8 +404,8 @@ impl Status {
         });
     }
 
-    /// Counts a webhook outcome (one of [`WEBHOOK_RESULTS`]).
-    pub fn webhook(&self, result: &'static str) {
+    /// Counts a webhook outcome.
+    pub fn webhook(&self, result: WebhookResult) {
         self.update(|s| *s.webhooks_total.entry(result).or_default() += 1);
     }
 
@@ -456,7 +454,7 @@ impl Status {
             builds_attempted: u64,
             builds_succeeded: u64,
             in_flight: Option<&'a InFlight>,
-            failures: BTreeMap<&'a str, FailureView>,
+            failures: BTreeMap<String, FailureView>,
             version: &'static str,
             started_at: String,
             builds_failed: u64,
@@ -478,10 +476,11 @@ impl Status {
                 .iter()
                 .map(|(k, v)| {
                     (
-                        k.as_str(),
+                        k.to_string(),
                         FailureView {
                             failures: v.failures,
                             next_retry: rfc3339(v.next_retry),
+                            error: (!v.error.is_empty()).then(|| v.error.clone()),
                         },
                     )
                 })
@@ -625,8 +624,9 @@ impl Status {
         for ((r, res), n) in &s.polls_total {
             let _ = writeln!(
                 m,
-                "farmhand_polls_total{{recipe=\"{}\",result=\"{res}\"}} {n}",
-                escape(r)
+                "farmhand_polls_total{{recipe=\"{}\",result=\"{}\"}} {n}",
+                escape(r),
+                res.as_str()
             );
         }
         head(
@@ -650,7 +650,11 @@ impl Status {
             "Webhook requests, by result.",
         );
         for (r, n) in &s.webhooks_total {
-            let _ = writeln!(m, "farmhand_webhooks_total{{result=\"{r}\"}} {n}");
+            let _ = writeln!(
+                m,
+                "farmhand_webhooks_total{{result=\"{}\"}} {n}",
+                r.as_str()
+            );
         }
         head(
             &mut m,
@@ -693,62 +697,13 @@ pub fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Liveness of the daemon's loops: each loop beats at least every
-/// [`Health::BEAT`]; one that has not beaten for [`Health::STALE`] is wedged.
-pub struct Health {
-    origin: Instant,
-    beats: [AtomicU64; 2],
-}
-
-/// The loops whose liveness `/healthz` and the watchdog report.
-#[derive(Debug, Clone, Copy)]
-pub enum Loop {
-    /// The poll scheduler.
-    Scheduler = 0,
-    /// The build worker.
-    Worker = 1,
-}
-
-impl Loop {
-    fn name(self) -> &'static str {
-        match self {
-            Loop::Scheduler => "scheduler",
-            Loop::Worker => "build worker",
-        }
-    }
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            origin: Instant::now(),
-            beats: [AtomicU64::new(0), AtomicU64::new(0)],
-        }
-    }
-}
-
-impl Health {
-    /// How often loops beat.
-    pub const BEAT: Duration = Duration::from_secs(1);
-    /// When a loop counts as wedged.
-    pub const STALE: Duration = Duration::from_secs(10);
-
-    /// Records that `l` is alive.
-    pub fn beat(&self, l: Loop) {
-        self.beats[l as usize].store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+impl PollObserver for Status {
+    fn poll_finished(&self, recipe: &str, result: Result<usize, String>) {
+        self.record_poll(recipe, result);
     }
 
-    /// `Ok` when every loop beat recently, else the reason.
-    pub fn check(&self) -> Result<(), String> {
-        let now = self.origin.elapsed().as_millis() as u64;
-        for l in [Loop::Scheduler, Loop::Worker] {
-            let last = self.beats[l as usize].load(Ordering::Relaxed);
-            let age = now.saturating_sub(last);
-            if age > Self::STALE.as_millis() as u64 {
-                return Err(format!("{} loop has not run for {}s", l.name(), age / 1000));
-            }
-        }
-        Ok(())
+    fn poll_scheduled(&self, recipe: &str, at: SystemTime) {
+        self.record_next_poll(recipe, at);
     }
 }
 
@@ -781,7 +736,7 @@ mod tests {
         assert_eq!(j["failures"], serde_json::json!({}));
         let a = st.json();
         assert_eq!(a.as_ptr(), st.json().as_ptr(), "cached while unchanged");
-        st.webhook("pong");
+        st.webhook(WebhookResult::Pong);
         assert_ne!(a.as_ptr(), st.json().as_ptr());
     }
 

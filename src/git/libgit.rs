@@ -3,7 +3,7 @@
 //! anywhere (submodules included when asked), and read the commit time.
 //!
 //! Everything here blocks. The daemon runs the network operations in a
-//! child process ([`crate::git_process`]), which it kills when the deadline
+//! child process ([`crate::git::helper`]), which it kills when the deadline
 //! passes or shutdown comes; inside, every network operation also has a
 //! deadline, checked by libgit2's socket timeouts and by the transfer
 //! callbacks, and can be cancelled through an [`Abort`] flag.

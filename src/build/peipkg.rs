@@ -4,17 +4,18 @@
 //! same shallow, cached, `.git`-free export) and still owns scheduling,
 //! dedup and backoff.
 //!
+//! This is the build side; `publish::peipkg` runs `peipkg-repo`.
+//!
 //! Both binaries are resolved on `PATH` once at start and pinned, so a later
 //! `PATH` change cannot redirect the daemon.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use crate::builder::Job;
-use crate::config::Config;
-use crate::queue::rfc3339;
-use crate::recipe::Roster;
+use crate::model::build::Job;
+use crate::model::config::Config;
+use crate::model::time::rfc3339;
 
 /// The resolved peipkg tools and what their argv needs.
 #[derive(Debug, Clone)]
@@ -24,7 +25,8 @@ pub struct PeipkgTools {
     /// `peipkg-repo`.
     pub repo_bin: PathBuf,
     farm_id: String,
-    sign_key: PathBuf,
+    /// The farm's signing key (`[signing].key_file`).
+    pub sign_key: PathBuf,
     /// name → (private key path, pubkey env var, pubkey hex)
     keys: HashMap<String, (String, String, String)>,
     /// recipe → (inject_pubkey names, sign names)
@@ -58,7 +60,7 @@ impl PeipkgTools {
             let hex = if k.pubkey_env.is_empty() {
                 String::new()
             } else {
-                let sk = crate::repo::load_signing_key(Path::new(&k.private))
+                let sk = crate::publish::repo::load_signing_key(Path::new(&k.private))
                     .map_err(|e| format!("signing_key {:?}: {e}", k.name))?;
                 hex::encode(sk.verifying_key().as_bytes())
             };
@@ -129,73 +131,6 @@ impl PeipkgTools {
         }
         argv
     }
-
-    /// `peipkg-repo publish --in REPO --new NEW --out REPO --sign-key K --timestamp NOW`.
-    pub fn publish_argv(&self, repo_dir: &Path, new_dir: &Path) -> Vec<String> {
-        let r = repo_dir.display().to_string();
-        vec![
-            self.repo_bin.display().to_string(),
-            "publish".into(),
-            "--in".into(),
-            r.clone(),
-            "--new".into(),
-            new_dir.display().to_string(),
-            "--out".into(),
-            r,
-            "--sign-key".into(),
-            self.sign_key.display().to_string(),
-            "--timestamp".into(),
-            rfc3339(SystemTime::now()),
-        ]
-    }
-
-    /// Runs `peipkg-repo init` when `repo_dir` has no `repo.json` yet.
-    pub fn init_repo(&self, repo_dir: &Path, name: &str, description: &str) -> Result<(), String> {
-        if repo_dir.join("repo.json").exists() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(repo_dir)
-            .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
-        let mut cmd = std::process::Command::new(&self.repo_bin);
-        cmd.args(["init", "--name", name, "--sign-key"])
-            .arg(&self.sign_key)
-            .args(["--timestamp", &rfc3339(SystemTime::now()), "--out"])
-            .arg(repo_dir);
-        if !description.is_empty() {
-            cmd.args(["--description", description]);
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.repo_bin.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "peipkg-repo init failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
-    }
-
-    /// Runs `peipkg-repo publish` on the outputs in `new_dir`.
-    pub async fn publish(&self, repo_dir: &Path, new_dir: &Path) -> Result<(), String> {
-        let argv = self.publish_argv(repo_dir, new_dir);
-        let out = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-        if !out.status.success() {
-            return Err(format!(
-                "peipkg-repo publish failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// The `.peipkg` files in a stage directory; none is an error.
@@ -212,45 +147,6 @@ pub fn collect_outputs(dir: &Path) -> Result<Vec<PathBuf>, String> {
             "peipkg-build succeeded but produced no .peipkg files in {}",
             dir.display()
         ));
-    }
-    Ok(out)
-}
-
-/// What peipkg-repo's `archive.json` says is published, by recipe: an
-/// entry's `build.recipe` when present, else the recipe whose package (or
-/// id) has the entry's name.
-pub fn published(
-    repo_dir: &Path,
-    roster: &Roster,
-) -> Result<HashMap<String, HashSet<String>>, String> {
-    let path = repo_dir.join("index").join("archive.json");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let doc: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut by_name: HashMap<&str, &str> = HashMap::new();
-    for r in roster.recipes.values() {
-        by_name.insert(r.id.as_str(), r.id.as_str());
-        for p in &r.packages {
-            by_name.insert(p.name.as_str(), r.id.as_str());
-        }
-    }
-    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
-    for e in doc["packages"].as_array().into_iter().flatten() {
-        let Some(version) = e["version"].as_str() else {
-            continue;
-        };
-        let recipe = e["build"]["recipe"]
-            .as_str()
-            .or_else(|| e["name"].as_str().and_then(|n| by_name.get(n).copied()));
-        if let Some(r) = recipe {
-            out.entry(r.to_string())
-                .or_default()
-                .insert(version.to_string());
-        }
     }
     Ok(out)
 }

@@ -326,7 +326,7 @@ impl Config {
             recipes_dir: resolve(c.required(m.recipes_dir, "manager.recipes_dir")?),
             state_dir: resolve(c.required(m.state_dir, "manager.state_dir")?),
         };
-        if !crate::fsutil::is_safe_component(&manager.id) {
+        if !crate::model::name::is_safe_component(&manager.id) {
             return Err(c.err(format!(
                 "manager.id: {:?} must start with a letter or digit and hold only letters, digits and ._+-~",
                 manager.id
@@ -923,7 +923,7 @@ sign = ["tcb"]
 
     #[test]
     fn shipped_example_config_parses() {
-        let text = include_str!("../packaging/config.example.toml");
+        let text = include_str!("../../packaging/config.example.toml");
         parse(text).unwrap();
     }
 

@@ -15,11 +15,11 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::{parse_duration, toml_error, MIN_POLL_INTERVAL};
-use crate::fsutil::is_safe_component;
-use crate::package::PackageSpec;
-use crate::tags::TagPattern;
-use crate::version;
+use crate::model::config::{parse_duration, toml_error, MIN_POLL_INTERVAL};
+use crate::model::name::is_safe_component;
+use crate::model::package::PackageSpec;
+use crate::model::tags::TagPattern;
+use crate::model::version;
 
 /// Which file format a recipe came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

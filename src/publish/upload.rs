@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::config::Upload;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::config::Upload;
 
 /// How long one upload may run.
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -43,18 +45,26 @@ pub fn plan(upload: &Upload, repo_dir: &Path) -> Vec<Vec<String>> {
     }
 }
 
-/// Runs the upload; the error names the command and how it failed.
-pub async fn upload(upload: &Upload, repo_dir: &Path) -> Result<(), String> {
+/// Runs the upload; the error names the command and how it failed. `kill`
+/// (shutdown past its grace period) stops it at once: the command is
+/// killed, and the next publish uploads everything again.
+pub async fn upload(
+    upload: &Upload,
+    repo_dir: &Path,
+    kill: &CancellationToken,
+) -> Result<(), String> {
     for argv in plan(upload, repo_dir) {
         let shown = argv.join(" ");
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        let out = tokio::time::timeout(UPLOAD_TIMEOUT, cmd.output())
-            .await
-            .map_err(|_| format!("`{shown}` timed out after {}s", UPLOAD_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+        let out = tokio::select! {
+            out = tokio::time::timeout(UPLOAD_TIMEOUT, cmd.output()) => out
+                .map_err(|_| format!("`{shown}` timed out after {}s", UPLOAD_TIMEOUT.as_secs()))?
+                .map_err(|e| format!("cannot run `{shown}`: {e}"))?,
+            _ = kill.cancelled() => return Err(format!("`{shown}` killed by shutdown")),
+        };
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let tail: String = stderr
@@ -102,7 +112,9 @@ mod tests {
                 "{repo_dir}".into(),
             ],
         };
-        upload(&ok, Path::new("/x/repo")).await.unwrap();
+        upload(&ok, Path::new("/x/repo"), &CancellationToken::new())
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "/x/repo");
         let bad = Upload::Command {
             argv: vec![
@@ -111,7 +123,26 @@ mod tests {
                 "echo nope >&2; exit 3".into(),
             ],
         };
-        let e = upload(&bad, Path::new("/x")).await.unwrap_err();
+        let e = upload(&bad, Path::new("/x"), &CancellationToken::new())
+            .await
+            .unwrap_err();
         assert!(e.contains("nope") && e.contains("exit status: 3"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn kill_stops_a_hanging_upload_at_once() {
+        let hang = Upload::Command {
+            argv: vec!["/bin/sleep".into(), "600".into()],
+        };
+        let kill = CancellationToken::new();
+        let k = kill.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            k.cancel();
+        });
+        let started = std::time::Instant::now();
+        let e = upload(&hang, Path::new("/x"), &kill).await.unwrap_err();
+        assert!(e.contains("killed by shutdown"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }

@@ -11,7 +11,7 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::status::Health;
+use crate::host::health::Health;
 
 /// Sends one notification datagram without ever blocking: when the
 /// socket's queue is full the message is dropped (and logged at debug),

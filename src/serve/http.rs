@@ -29,11 +29,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::builder::Trigger;
-use crate::poller::PollRequest;
-use crate::recipe::Roster;
-use crate::status::{BuildState, Health, Status};
-use crate::webhook;
+use crate::farm::status::Status;
+use crate::host::health::Health;
+use crate::model::build::BuildState;
+use crate::model::build::Trigger;
+use crate::model::recipe::Roster;
+use crate::watch::github;
+use crate::watch::poll::PollRequest;
+use crate::watch::WebhookResult;
 
 /// Time allowed for a client to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -278,7 +281,7 @@ async fn github_webhook(
     st: &HttpState,
 ) -> Response<Body> {
     let too_large = || {
-        st.status.webhook("too_large");
+        st.status.webhook(WebhookResult::TooLarge);
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload too large (limit 25 MiB)",
@@ -289,7 +292,7 @@ async fn github_webhook(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > webhook::MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > github::MAX_BODY as u64) {
         return too_large();
     }
     let header = |name: &str| {
@@ -313,7 +316,7 @@ async fn github_webhook(
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(_) => {
-                st.status.webhook("bad_request");
+                st.status.webhook(WebhookResult::BadRequest);
                 return text(
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
@@ -324,18 +327,18 @@ async fn github_webhook(
             }
         };
         let Ok(frame) = frame else {
-            st.status.webhook("bad_request");
+            st.status.webhook(WebhookResult::BadRequest);
             return text(StatusCode::BAD_REQUEST, "could not read request body");
         };
         let Ok(data) = frame.into_data() else {
             continue;
         };
         let need = body.len() + data.len();
-        if need > webhook::MAX_BODY {
+        if need > github::MAX_BODY {
             return too_large();
         }
         if need > body.capacity() {
-            let grown = (body.capacity() * 2).clamp(need, webhook::MAX_BODY);
+            let grown = (body.capacity() * 2).clamp(need, github::MAX_BODY);
             body.reserve_exact(grown - body.len());
         }
         body.extend_from_slice(&data);
@@ -343,9 +346,9 @@ async fn github_webhook(
     let secret = st.secret.read().unwrap_or_else(|p| p.into_inner()).clone();
     let verified = secret
         .as_deref()
-        .is_some_and(|s| webhook::verify_signature(s, &body, signature.as_deref()));
+        .is_some_and(|s| github::verify_signature(s, &body, signature.as_deref()));
     if !verified {
-        st.status.webhook("invalid_signature");
+        st.status.webhook(WebhookResult::InvalidSignature);
         warn!(
             remote = %peer,
             delivery = delivery.as_deref().unwrap_or(""),
@@ -357,10 +360,10 @@ async fn github_webhook(
             "invalid or missing X-Hub-Signature-256",
         );
     }
-    let payload = match webhook::parse_payload(&body) {
+    let payload = match github::parse_payload(&body) {
         Ok(p) => p,
         Err(e) => {
-            st.status.webhook("bad_request");
+            st.status.webhook(WebhookResult::BadRequest);
             return text(StatusCode::BAD_REQUEST, e);
         }
     };
@@ -371,21 +374,21 @@ async fn github_webhook(
             .unwrap_or_else(|p| p.into_inner())
             .first_time(id);
         if !first {
-            st.status.webhook("duplicate");
+            st.status.webhook(WebhookResult::Duplicate);
             info!(delivery = id, "webhook redelivery ignored");
             return text(StatusCode::OK, "duplicate delivery, already handled");
         }
     }
     match event.as_deref() {
         Some("ping") => {
-            st.status.webhook("pong");
+            st.status.webhook(WebhookResult::Pong);
             text(StatusCode::OK, "pong")
         }
         Some("push") | Some("create") => {
             let roster = st.roster.borrow().clone();
-            let (recipes, known) = webhook::route_all(&roster, &payload);
+            let (recipes, known) = github::route_all(&roster, &payload);
             if recipes.is_empty() {
-                st.status.webhook("not_watched");
+                st.status.webhook(WebhookResult::NotWatched);
                 let url = payload.urls.first().map(String::as_str).unwrap_or("");
                 info!(
                     html_url = url,
@@ -406,19 +409,19 @@ async fn github_webhook(
                     warn!(recipe = %r, "poll request queue full; the scheduled poll will catch up");
                 }
             }
-            st.status.webhook("accepted");
+            st.status.webhook(WebhookResult::Accepted);
             text(
                 StatusCode::ACCEPTED,
                 format!("accepted: polling {}", recipes.join(", ")),
             )
         }
         Some(other) => {
-            st.status.webhook("not_watched");
+            st.status.webhook(WebhookResult::NotWatched);
             info!(event = other, "webhook event ignored");
             text(StatusCode::OK, format!("event {other:?} ignored"))
         }
         None => {
-            st.status.webhook("bad_request");
+            st.status.webhook(WebhookResult::BadRequest);
             text(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header")
         }
     }

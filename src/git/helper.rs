@@ -37,7 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::git::{self, Abort, FetchedSource};
+use crate::git::libgit::{self as git, Abort, FetchedSource};
 
 /// The hidden subcommand that serves one request.
 pub const SUBCOMMAND: &str = "git-helper";
@@ -213,7 +213,7 @@ async fn run(
             Ok(r) => r,
             Err(_) => return Err(format!(
                 "{what} {url}: timed out after {}",
-                crate::config::format_duration(timeout)
+                crate::model::config::format_duration(timeout)
             )),
         },
         _ = cancel.cancelled() => return Err(format!("{what} {url}: cancelled")),

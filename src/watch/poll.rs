@@ -14,11 +14,35 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::builder::Trigger;
-use crate::git_process;
-use crate::recipe::{Recipe, Roster};
-use crate::status::{Health, Loop, Status};
-use crate::worker::{Candidate, WorkerMsg, WorkerTx};
+use crate::git::helper;
+use crate::host::health::{Health, Loop};
+use crate::model::build::{Candidate, Trigger};
+use crate::model::recipe::{Recipe, Roster};
+
+/// The versions one poll of `recipe` found, offered to whoever queues
+/// builds; the reply is how many were queued.
+#[derive(Debug)]
+pub struct Offer {
+    /// The recipe as polled.
+    pub recipe: Arc<Recipe>,
+    /// Every matching version, any order.
+    pub candidates: Vec<Candidate>,
+    /// What set the poll off.
+    pub trigger: Trigger,
+    /// How many were queued.
+    pub reply: oneshot::Sender<usize>,
+}
+
+/// Where polls send their [`Offer`]s.
+pub type OfferTx = mpsc::Sender<Offer>;
+
+/// Who hears how polls went (the farm's status store).
+pub trait PollObserver: Send + Sync {
+    /// A poll of `recipe` ended: tags seen, or the error.
+    fn poll_finished(&self, recipe: &str, result: Result<usize, String>);
+    /// The next poll of `recipe` is due at `at`.
+    fn poll_scheduled(&self, recipe: &str, at: SystemTime);
+}
 
 /// "Poll this recipe now".
 #[derive(Debug, Clone)]
@@ -60,7 +84,7 @@ pub fn match_tags(recipe: &Recipe, tags: &[String]) -> Matches {
                     continue;
                 }
                 let version = format!("{upstream}-{}", up.revision);
-                if crate::version::Version::parse(&version).is_err() {
+                if crate::model::version::Version::parse(&version).is_err() {
                     m.rejected += 1;
                     warn!(recipe = %recipe.id, tag = %tag, err = "not a valid package version", "tag skipped");
                     continue;
@@ -82,8 +106,8 @@ pub async fn poll_recipe(
     recipe: Arc<Recipe>,
     trigger: Trigger,
     timeout: Duration,
-    worker: &WorkerTx,
-    status: &Status,
+    worker: &OfferTx,
+    status: &dyn PollObserver,
     cancel: &CancellationToken,
 ) -> Result<usize, String> {
     let Some(up) = recipe.upstream.as_ref() else {
@@ -93,7 +117,7 @@ pub async fn poll_recipe(
     // The child process enforces the time limit itself and is killed when
     // it overruns or shutdown comes, so a silent server cannot hold a
     // thread or this poll's concurrency slot.
-    let tags = match git_process::list_tags(&up.git, timeout, cancel).await {
+    let tags = match helper::list_tags(&up.git, timeout, cancel).await {
         Ok(t) => t,
         Err(_) if cancel.is_cancelled() => return Err("cancelled".into()),
         Err(e) => {
@@ -105,7 +129,7 @@ pub async fn poll_recipe(
     let m = match_tags(&recipe, &tags);
     let (reply, answer) = oneshot::channel();
     let sent = worker
-        .send(WorkerMsg::Offer {
+        .send(Offer {
             recipe: recipe.clone(),
             candidates: m.candidates,
             trigger,
@@ -134,8 +158,8 @@ pub async fn poll_all_once(
     roster: &Roster,
     concurrency: usize,
     timeout: Duration,
-    worker: &WorkerTx,
-    status: &Arc<Status>,
+    worker: &OfferTx,
+    status: &Arc<dyn PollObserver>,
     cancel: &CancellationToken,
 ) {
     let sem = Arc::new(Semaphore::new(concurrency));
@@ -152,7 +176,7 @@ pub async fn poll_all_once(
             let Ok(_permit) = sem.acquire().await else {
                 return;
             };
-            let _ = poll_recipe(r, Trigger::Poll, timeout, &worker, &status, &cancel).await;
+            let _ = poll_recipe(r, Trigger::Poll, timeout, &worker, &*status, &cancel).await;
         });
     }
     while set.join_next().await.is_some() {}
@@ -196,9 +220,9 @@ pub struct Scheduler {
     /// Immediate poll requests (webhooks, backoff expiry).
     pub requests: mpsc::Receiver<PollRequest>,
     /// Where offers go.
-    pub worker: WorkerTx,
-    /// Counters.
-    pub status: Arc<Status>,
+    pub worker: OfferTx,
+    /// Hears how polls went.
+    pub status: Arc<dyn PollObserver>,
     /// Liveness.
     pub health: Arc<Health>,
     /// At most this many polls at once.
@@ -377,7 +401,7 @@ impl Scheduler {
             id.to_string(),
         );
         tasks.spawn(async move {
-            let _ = poll_recipe(recipe, trigger, timeout, &worker, &status, &cancel).await;
+            let _ = poll_recipe(recipe, trigger, timeout, &worker, &*status, &cancel).await;
             let _ = done.send(id);
         });
     }

@@ -10,99 +10,15 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::git;
-use crate::git_process;
-use crate::package::{self, Artifact};
-use crate::recipe::Recipe;
-
-/// Where a build is in its life; shown in `/status` as `phase`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Fetching the tag.
-    Fetching,
-    /// Running the build script.
-    Building,
-    /// Packaging DESTDIR.
-    Packaging,
-    /// Publishing into the repository.
-    Publishing,
-    /// Uploading the repository.
-    Uploading,
-}
-
-impl Phase {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Fetching => "fetching",
-            Phase::Building => "building",
-            Phase::Packaging => "packaging",
-            Phase::Publishing => "publishing",
-            Phase::Uploading => "uploading",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What set a build off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// A scheduled poll (or `--once`).
-    Poll,
-    /// A GitHub webhook.
-    Webhook,
-}
-
-impl Trigger {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Poll => "poll",
-            Trigger::Webhook => "webhook",
-        }
-    }
-}
-
-/// One build to run.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The build id (unique within this daemon's life).
-    pub id: u64,
-    /// The recipe.
-    pub recipe: Arc<Recipe>,
-    /// The upstream tag.
-    pub tag: String,
-    /// The package version, e.g. `1.3.2-1`.
-    pub version: String,
-    /// What set it off.
-    pub trigger: Trigger,
-}
-
-impl Job {
-    /// `git+<url>#refs/tags/<tag>`.
-    pub fn source_ref(&self) -> String {
-        let url = self
-            .recipe
-            .upstream
-            .as_ref()
-            .map(|u| u.git.as_str())
-            .unwrap_or("");
-        format!("git+{url}#refs/tags/{}", self.tag)
-    }
-}
+use crate::build::package::{self, Artifact};
+use crate::git::helper;
+use crate::git::libgit as git;
+use crate::model::build::{Job, Phase};
 
 /// Settings shared by every build.
 #[derive(Debug, Clone)]
@@ -121,7 +37,7 @@ pub struct BuildSettings {
     pub path_env: String,
     /// Set for the `peipkg` backend: peipkg-build replaces the build
     /// script and packaging.
-    pub peipkg: Option<crate::peipkg::PeipkgTools>,
+    pub peipkg: Option<crate::build::peipkg::PeipkgTools>,
 }
 
 impl BuildSettings {
@@ -167,6 +83,48 @@ impl Failure {
             cancelled: false,
         }
     }
+}
+
+/// The directories of one build, under `state_dir/sources` and
+/// `state_dir/stage`.
+#[derive(Debug, Clone)]
+struct BuildDirs {
+    /// The exported tag (`SOURCE_DIR`).
+    source: PathBuf,
+    /// The per-build stage: `destdir`, `home` and `out` below it.
+    stage: PathBuf,
+    /// `DESTDIR`, fresh and empty.
+    destdir: PathBuf,
+    /// `HOME`, a scratch directory.
+    home: PathBuf,
+    /// The packages made from DESTDIR.
+    out: PathBuf,
+}
+
+impl BuildDirs {
+    fn new(settings: &BuildSettings, job: &Job) -> BuildDirs {
+        let key = format!("{}-{}-{}", job.recipe.id, job.version, job.id);
+        let stage = settings.state_dir.join("stage").join(&key);
+        BuildDirs {
+            source: settings.state_dir.join("sources").join(&key),
+            destdir: stage.join("destdir"),
+            home: stage.join("home"),
+            out: stage.join("out"),
+            stage,
+        }
+    }
+}
+
+/// Removes a directory tree off the runtime's worker threads (a large
+/// tree takes seconds); a missing tree is fine.
+pub async fn remove_tree(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), err = %e, "clear staging dir failed");
+        }
+        _ => {}
+    })
+    .await;
 }
 
 /// Reports progress to whoever watches the build.
@@ -257,9 +215,8 @@ pub async fn run(
     let Some(upstream) = recipe.upstream.as_ref() else {
         return Err(Failure::new(Phase::Fetching, "recipe has no [upstream]"));
     };
-    let key = format!("{}-{}-{}", recipe.id, job.version, job.id);
-    let source_dir = settings.state_dir.join("sources").join(&key);
-    let stage_dir = settings.state_dir.join("stage").join(&key);
+    let dirs = BuildDirs::new(settings, job);
+    let (source_dir, stage_dir) = (dirs.source.clone(), dirs.stage.clone());
     let result: Result<Built, Failure> = async {
         log_line(
             log,
@@ -270,8 +227,8 @@ pub async fn run(
         );
         // Fetch.
         progress.phase(Phase::Fetching);
-        let _ = std::fs::remove_dir_all(&source_dir);
-        let fetched = git_process::fetch_tag(
+        remove_tree(source_dir.clone()).await;
+        let fetched = helper::fetch_tag(
             &settings.git_cache(&upstream.git),
             &upstream.git,
             &job.tag,
@@ -300,10 +257,8 @@ pub async fn run(
 
         // Build.
         progress.phase(Phase::Building);
-        let destdir = stage_dir.join("destdir");
-        let home = stage_dir.join("home");
-        let out = stage_dir.join("out");
-        for d in [&destdir, &home, &out] {
+        let (destdir, out) = (&dirs.destdir, &dirs.out);
+        for d in [&dirs.destdir, &dirs.home, &dirs.out] {
             std::fs::create_dir_all(d).map_err(|e| {
                 Failure::new(
                     Phase::Building,
@@ -312,18 +267,11 @@ pub async fn run(
             })?;
         }
         if let Some(tools) = &settings.peipkg {
-            let argv = tools.build_argv(job, &source_dir, &out, fetched.commit_time);
+            let argv = tools.build_argv(job, &source_dir, out, fetched.commit_time);
             log_line(log, &format!("running {}", argv.join(" ")));
-            let env = base_env(
-                settings,
-                job,
-                &source_dir,
-                &destdir,
-                &home,
-                fetched.commit_time,
-            );
+            let env = base_env(settings, job, &dirs, fetched.commit_time);
             run_process(&argv, &source_dir, env, settings.timeout, log, kill).await?;
-            let outputs = crate::peipkg::collect_outputs(&out)
+            let outputs = crate::build::peipkg::collect_outputs(out)
                 .map_err(|e| Failure::new(Phase::Building, e))?;
             return Ok(Built {
                 artifacts: Vec::new(),
@@ -332,17 +280,7 @@ pub async fn run(
                 peipkg_outputs: outputs,
             });
         }
-        run_script(
-            job,
-            settings,
-            &source_dir,
-            &destdir,
-            &home,
-            fetched.commit_time,
-            log,
-            kill,
-        )
-        .await?;
+        run_script(job, settings, &dirs, fetched.commit_time, log, kill).await?;
 
         // Package.
         progress.phase(Phase::Packaging);
@@ -384,16 +322,16 @@ pub async fn run(
         })
     }
     .await;
-    let _ = std::fs::remove_dir_all(&source_dir);
+    remove_tree(source_dir).await;
     match &result {
         Ok(_) => {
             // DESTDIR and HOME are no longer needed; `out` is published next.
-            let _ = std::fs::remove_dir_all(stage_dir.join("destdir"));
-            let _ = std::fs::remove_dir_all(stage_dir.join("home"));
+            remove_tree(dirs.destdir).await;
+            remove_tree(dirs.home).await;
         }
         Err(f) => {
             log_line(log, &format!("{} failed: {}", f.phase, f.error));
-            let _ = std::fs::remove_dir_all(&stage_dir);
+            remove_tree(stage_dir).await;
         }
     }
     result
@@ -403,19 +341,17 @@ pub async fn run(
 fn base_env(
     settings: &BuildSettings,
     job: &Job,
-    source_dir: &Path,
-    destdir: &Path,
-    home: &Path,
+    dirs: &BuildDirs,
     commit_time: i64,
 ) -> Vec<(String, String)> {
     let p = |p: &Path| p.display().to_string();
     vec![
         ("PATH".into(), settings.path_env.clone()),
-        ("HOME".into(), p(home)),
+        ("HOME".into(), p(&dirs.home)),
         ("LC_ALL".into(), "C".into()),
         ("TZ".into(), "UTC".into()),
-        ("SOURCE_DIR".into(), p(source_dir)),
-        ("DESTDIR".into(), p(destdir)),
+        ("SOURCE_DIR".into(), p(&dirs.source)),
+        ("DESTDIR".into(), p(&dirs.destdir)),
         ("SOURCE_DATE_EPOCH".into(), commit_time.to_string()),
         ("FARMHAND_RECIPE".into(), job.recipe.id.clone()),
         ("FARMHAND_VERSION".into(), job.version.clone()),
@@ -423,13 +359,10 @@ fn base_env(
     ]
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_script(
     job: &Job,
     settings: &BuildSettings,
-    source_dir: &Path,
-    destdir: &Path,
-    home: &Path,
+    dirs: &BuildDirs,
     commit_time: i64,
     log: &Path,
     kill: &CancellationToken,
@@ -449,8 +382,8 @@ async fn run_script(
         argv.push("/bin/sh".into());
     }
     argv.push(script.display().to_string());
-    let env = base_env(settings, job, source_dir, destdir, home, commit_time);
-    run_process(&argv, source_dir, env, settings.timeout, log, kill).await?;
+    let env = base_env(settings, job, dirs, commit_time);
+    run_process(&argv, &dirs.source, env, settings.timeout, log, kill).await?;
     log_line(log, "build script succeeded");
     Ok(())
 }
@@ -571,7 +504,7 @@ async fn run_process(
             } else {
                 Err(fail(format!(
                     "build timed out after {} and was killed",
-                    crate::config::format_duration(timeout)
+                    crate::model::config::format_duration(timeout)
                 )))
             }
         }
@@ -658,7 +591,9 @@ async fn kill_strays() -> usize {
     use nix::sys::wait::{waitpid, WaitPidFlag};
     let mut killed = std::collections::HashSet::new();
     for _ in 0..20 {
-        let strays = stray_children();
+        let strays = tokio::task::spawn_blocking(stray_children)
+            .await
+            .unwrap_or_default();
         if strays.is_empty() {
             break;
         }

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
-use crate::fsutil::is_safe_component;
+use crate::model::name::is_safe_component;
+use crate::model::package::PackageSpec;
 
 /// zstd compression level used for every package (fixed for determinism).
 const ZSTD_LEVEL: i32 = 6;
@@ -27,20 +28,6 @@ const ZSTD_LEVEL: i32 = 6;
 const BLOCK: usize = 512;
 /// Orphan paths listed in an error before "and N more".
 const MAX_LISTED_ORPHANS: usize = 20;
-
-/// One `[[package]]` stanza of a recipe.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PackageSpec {
-    /// Package name; becomes part of the artifact's file name.
-    pub name: String,
-    /// Architecture; becomes part of the artifact's file name.
-    pub architecture: String,
-    /// Free-text description copied to the index.
-    pub description: String,
-    /// Globs relative to DESTDIR (`*` stays within a directory, `**` crosses
-    /// directories).
-    pub files: Vec<String>,
-}
 
 /// A package file written by [`package_destdir`].
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::recipe::Roster;
+use crate::model::recipe::Roster;
 
 /// Largest accepted body: GitHub's own maximum, 25 MiB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;

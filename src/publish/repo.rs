@@ -28,9 +28,10 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{is_safe_component, rename_durable, sync_dir, write_atomic, write_atomic_then};
-use crate::package::Artifact;
-use crate::version::Version;
+use crate::build::package::Artifact;
+use crate::host::fs::{rename_durable, sync_dir, write_atomic, write_atomic_then};
+use crate::model::name::is_safe_component;
+use crate::model::version::Version;
 
 /// Prefix of the temporary files `write_atomic` and `publish` create.
 const TMP_PREFIX: &str = ".tmp-";
@@ -264,7 +265,7 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// Version ordering for entries: parsable versions by `crate::version`,
+/// Version ordering for entries: parsable versions by `crate::model::version`,
 /// unparsable ones below them; ties broken bytewise so the order is total
 /// and deterministic.
 fn cmp_versions(a: &str, b: &str) -> Ordering {
@@ -304,8 +305,6 @@ pub struct Repo {
     /// Sorted by (name, architecture, version).
     archive: Vec<IndexEntry>,
     active_count: usize,
-    /// recipe → versions published by it.
-    published: HashMap<String, HashSet<String>>,
     /// url → sha256 of every archive entry.
     by_url: HashMap<String, String>,
 }
@@ -397,7 +396,6 @@ impl Repo {
             index_version: 0,
             archive: Vec::new(),
             active_count: 0,
-            published: HashMap::new(),
             by_url: HashMap::new(),
         };
 
@@ -459,17 +457,11 @@ impl Repo {
         Ok(repo)
     }
 
-    /// O(1): is `version` of `recipe` already in the archive? Keyed by the
-    /// entries' `build.recipe` and `version`, not by package name.
-    pub fn is_published(&self, recipe: &str, version: &str) -> bool {
-        self.published
-            .get(recipe)
-            .is_some_and(|versions| versions.contains(version))
-    }
-
-    /// Has this recipe anything published at all?
-    pub fn has_published(&self, recipe: &str) -> bool {
-        self.published.get(recipe).is_some_and(|v| !v.is_empty())
+    /// Opens this repository again from its files, as [`Repo::open`] does:
+    /// after a publish that did not finish (a panic), the files on disk are
+    /// the truth and the copy in memory is not trusted.
+    pub fn reopen(&self) -> Result<Repo, RepoError> {
+        Repo::open(self.cfg.clone(), self.signer.clone())
     }
 
     /// Moves each artifact into `pool/<name>/<file_name>` (durable rename;
@@ -621,7 +613,7 @@ impl Repo {
     }
 
     /// Derives the active set: the newest version of each (name,
-    /// architecture) by `crate::version` ordering, sorted by (name,
+    /// architecture) by `crate::model::version` ordering, sorted by (name,
     /// architecture).
     pub fn derive_active(archive: &[IndexEntry]) -> Vec<IndexEntry> {
         let mut newest: HashMap<(&str, &str), &IndexEntry> = HashMap::new();
@@ -642,10 +634,6 @@ impl Repo {
 
     /// Records `e` in the lookup tables (not in `archive`).
     fn remember(&mut self, e: &IndexEntry) {
-        self.published
-            .entry(e.build.recipe.clone())
-            .or_default()
-            .insert(e.version.clone());
         self.by_url.insert(e.url.clone(), e.hash.value.clone());
     }
 
@@ -818,9 +806,14 @@ fn write_index(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// `moved` around each pool rename, `write` / `written` around each index
 /// and signature rename) logs `publish fault hook` with the step and file,
 /// then sleeps that long, so a test's SIGKILL can land inside a chosen step.
+/// With `FARMHAND_FAULT_PUBLISH_PANIC` set to a step's name, that step
+/// panics instead (the worker must survive it).
 #[cfg(debug_assertions)]
 fn fault_pause(step: &str, file: &Path) {
     use std::sync::OnceLock;
+    if std::env::var("FARMHAND_FAULT_PUBLISH_PANIC").is_ok_and(|s| s == step) {
+        panic!("publish fault hook: injected panic at step {step}");
+    }
     static DELAY: OnceLock<Option<std::time::Duration>> = OnceLock::new();
     let delay = *DELAY.get_or_init(|| {
         std::env::var("FARMHAND_FAULT_PUBLISH_DELAY_MS")
@@ -911,7 +904,18 @@ fn move_into_pool(from: &Path, to: &Path) -> Result<(), RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::package::{package_destdir, PackageSpec};
+
+    fn is_published(repo: &Repo, recipe: &str, version: &str) -> bool {
+        repo.archive()
+            .iter()
+            .any(|e| e.build.recipe == recipe && e.version == version)
+    }
+
+    fn has_published(repo: &Repo, recipe: &str) -> bool {
+        repo.archive().iter().any(|e| e.build.recipe == recipe)
+    }
+    use crate::build::package::package_destdir;
+    use crate::model::package::PackageSpec;
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     use sha2::{Digest, Sha256};
 
@@ -1026,7 +1030,7 @@ mod tests {
     fn publish_two_versions_and_reopen() {
         let f = Fixture::new();
         let mut repo = Repo::open(f.cfg(), None).unwrap();
-        assert!(!repo.has_published("foo"));
+        assert!(!has_published(&repo, "foo"));
         let p1 = f.package("1.2.0-1", "one");
         let stage_file = p1.artifact.path.clone();
         repo.publish(vec![p1.clone()]).unwrap();
@@ -1065,11 +1069,11 @@ mod tests {
         assert_eq!(repo.archive(), archive.packages.as_slice());
 
         // Dedup is by recipe, not by package name.
-        assert!(repo.is_published("foo", "1.2.0-1"));
-        assert!(repo.is_published("foo", "1.10.0-1"));
-        assert!(!repo.is_published("libfoo", "1.2.0-1"));
-        assert!(!repo.is_published("foo", "1.3.0-1"));
-        assert!(repo.has_published("foo"));
+        assert!(is_published(&repo, "foo", "1.2.0-1"));
+        assert!(is_published(&repo, "foo", "1.10.0-1"));
+        assert!(!is_published(&repo, "libfoo", "1.2.0-1"));
+        assert!(!is_published(&repo, "foo", "1.3.0-1"));
+        assert!(has_published(&repo, "foo"));
 
         let archive_bytes = fs::read(dir.join("index/archive.json")).unwrap();
         let active_bytes = fs::read(dir.join("index/active.json")).unwrap();
@@ -1078,7 +1082,7 @@ mod tests {
         assert_eq!(repo.index_version(), 2);
         assert_eq!(repo.archive(), archive.packages.as_slice());
         assert_eq!(repo.active_count(), 1);
-        assert!(repo.is_published("foo", "1.2.0-1"));
+        assert!(is_published(&repo, "foo", "1.2.0-1"));
         // A consistent repository is not rewritten on open.
         assert_eq!(
             fs::read(dir.join("index/archive.json")).unwrap(),
@@ -1117,7 +1121,7 @@ mod tests {
         assert!(matches!(err, RepoError::BadArtifact { .. }), "{err}");
         assert!(bad.artifact.path.exists());
         assert_eq!(repo.index_version(), 1);
-        assert!(!repo.is_published("foo", "2.0.0-1"));
+        assert!(!is_published(&repo, "foo", "2.0.0-1"));
     }
 
     #[test]

@@ -1,0 +1,17 @@
+//! The running farm and the owners of its state: the daemon's wiring
+//! (check, once, daemon, reload, shutdown), the worker that runs one build
+//! at a time, the queue with its dedup set, the backoff book, and the
+//! status store the HTTP server reads.
+
+/// The backoff book: failed (recipe, version) pairs and their next retry, saved in `state.json`.
+pub mod backoff;
+/// Wires it together: check, once, daemon, reload, shutdown.
+pub mod daemon;
+/// After a build: publish, upload, prune logs.
+pub mod publisher;
+/// The deduplicating, fair build queue.
+pub mod queue;
+/// Counters and snapshots behind `/status`, `/metrics` and `/builds`.
+pub mod status;
+/// The build worker: owns queue, backoff book and repository.
+pub mod worker;

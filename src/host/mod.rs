@@ -1,0 +1,11 @@
+//! The host: systemd (notify, watchdog, socket activation), logging, the
+//! loops' health, and durable file operations.
+
+/// Atomic file replacement and durable renames.
+pub mod fs;
+/// Heartbeats of the daemon's loops, read by `/healthz` and the watchdog.
+pub mod health;
+/// tracing setup: logfmt, json, journald.
+pub mod logging;
+/// sd-notify, the watchdog and socket activation.
+pub mod systemd;

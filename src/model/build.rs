@@ -1,0 +1,223 @@
+//! The build vocabulary every part speaks: which build ([`BuildKey`],
+//! `recipe@version`), what set it off ([`Trigger`]), where it is
+//! ([`Phase`]), how it ended ([`BuildState`]), and the [`Job`] itself.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::recipe::Recipe;
+
+/// One version of one recipe: `recipe@version`, the key of the backoff
+/// book, of `/status` `failures` and of the retry endpoint. Neither a
+/// recipe id nor a version can hold `@`, so the text form is unambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BuildKey {
+    /// The recipe id.
+    pub recipe: String,
+    /// The package version, e.g. `1.3.2-1`.
+    pub version: String,
+}
+
+impl BuildKey {
+    /// The key of (`recipe`, `version`).
+    pub fn new(recipe: impl Into<String>, version: impl Into<String>) -> BuildKey {
+        BuildKey {
+            recipe: recipe.into(),
+            version: version.into(),
+        }
+    }
+}
+
+impl fmt::Display for BuildKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.recipe, self.version)
+    }
+}
+
+/// A text that is not `recipe@version`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected recipe@version, got {0:?}")]
+pub struct BadBuildKey(pub String);
+
+impl FromStr for BuildKey {
+    type Err = BadBuildKey;
+
+    fn from_str(s: &str) -> Result<BuildKey, BadBuildKey> {
+        let bad = || BadBuildKey(s.to_string());
+        let at = s.find('@').ok_or_else(bad)?;
+        let (recipe, version) = (&s[..at], &s[at + 1..]);
+        if recipe.is_empty() || version.is_empty() || version.contains('@') {
+            return Err(bad());
+        }
+        Ok(BuildKey::new(recipe, version))
+    }
+}
+
+impl serde::Serialize for BuildKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BuildKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BuildKey, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a build is in its life; shown in `/status` as `phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Fetching the tag.
+    Fetching,
+    /// Running the build script.
+    Building,
+    /// Packaging DESTDIR.
+    Packaging,
+    /// Publishing into the repository.
+    Publishing,
+    /// Uploading the repository.
+    Uploading,
+}
+
+impl Phase {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Fetching => "fetching",
+            Phase::Building => "building",
+            Phase::Packaging => "packaging",
+            Phase::Publishing => "publishing",
+            Phase::Uploading => "uploading",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A version a poll found: the tag and what it maps to.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The tag.
+    pub tag: String,
+    /// The upstream version the tag yields.
+    pub upstream: String,
+    /// The package version (`<upstream>-<revision>`).
+    pub version: String,
+}
+
+/// What set a build off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A scheduled poll (or `--once`).
+    Poll,
+    /// A webhook.
+    Webhook,
+}
+
+impl Trigger {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Poll => "poll",
+            Trigger::Webhook => "webhook",
+        }
+    }
+}
+
+/// One build to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The build id (unique within this daemon's life).
+    pub id: u64,
+    /// The recipe.
+    pub recipe: Arc<Recipe>,
+    /// The upstream tag.
+    pub tag: String,
+    /// The package version, e.g. `1.3.2-1`.
+    pub version: String,
+    /// What set it off.
+    pub trigger: Trigger,
+}
+
+impl Job {
+    /// `git+<url>#refs/tags/<tag>`.
+    pub fn source_ref(&self) -> String {
+        let url = self
+            .recipe
+            .upstream
+            .as_ref()
+            .map(|u| u.git.as_str())
+            .unwrap_or("");
+        format!("git+{url}#refs/tags/{}", self.tag)
+    }
+}
+
+/// How a build ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildState {
+    /// Still running.
+    Running,
+    /// Built and published.
+    Succeeded,
+    /// Failed; see `phase` and `error`.
+    Failed,
+    /// Stopped by shutdown.
+    Cancelled,
+}
+
+impl BuildState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Running => "running",
+            BuildState::Succeeded => "succeeded",
+            BuildState::Failed => "failed",
+            BuildState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl Job {
+    /// This build's (recipe, version).
+    pub fn key(&self) -> BuildKey {
+        BuildKey::new(self.recipe.id.clone(), self.version.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_keys_parse_and_print() {
+        let k: BuildKey = "musl@1.2.5-1".parse().unwrap();
+        assert_eq!(k, BuildKey::new("musl", "1.2.5-1"));
+        assert_eq!(k.to_string(), "musl@1.2.5-1");
+        let e: BuildKey = "x@2:1.0-1".parse().unwrap();
+        assert_eq!(e.version, "2:1.0-1");
+        for bad in ["", "musl", "@1.0-1", "musl@", "a@b@c"] {
+            assert!(bad.parse::<BuildKey>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_keys_are_json_strings() {
+        let k = BuildKey::new("libz", "1.3.1-1");
+        assert_eq!(serde_json::to_string(&k).unwrap(), "\"libz@1.3.1-1\"");
+        let m: std::collections::BTreeMap<BuildKey, u32> =
+            serde_json::from_str(r#"{"libz@1.3.1-1": 2}"#).unwrap();
+        assert_eq!(m[&k], 2);
+    }
+}

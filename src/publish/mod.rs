@@ -1,0 +1,9 @@
+//! The package repository: the index held in memory, atomic publish,
+//! signing, and the upload of the published tree.
+
+/// The peipkg backend's publishing: peipkg-repo init/publish, its archive.
+pub mod peipkg;
+/// Repository state: index in memory, atomic publish, signing.
+pub mod repo;
+/// rclone / command upload.
+pub mod upload;
