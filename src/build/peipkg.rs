@@ -60,7 +60,7 @@ impl PeipkgTools {
             let hex = if k.pubkey_env.is_empty() {
                 String::new()
             } else {
-                let sk = crate::publish::repo::load_signing_key(Path::new(&k.private))
+                let sk = crate::host::keys::load_signing_key(Path::new(&k.private))
                     .map_err(|e| format!("signing_key {:?}: {e}", k.name))?;
                 hex::encode(sk.verifying_key().as_bytes())
             };

@@ -9,22 +9,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::host::fs::write_atomic;
-use crate::model::build::BuildKey;
+use crate::model::build::{BuildKey, FailureRecord};
 use crate::model::config::backoff_after;
-use crate::model::time::serde_rfc3339;
-
-/// One failed (recipe, version).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FailureRecord {
-    /// Consecutive failures.
-    pub failures: u32,
-    /// Not retried before this time (RFC 3339 in the file).
-    #[serde(with = "serde_rfc3339")]
-    pub next_retry: SystemTime,
-    /// The last error, with its phase.
-    #[serde(default)]
-    pub error: String,
-}
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {

@@ -19,13 +19,13 @@ use tracing::{error, info, warn};
 use crate::build::peipkg::PeipkgTools;
 use crate::build::runner::BuildSettings;
 use crate::farm::backoff::BackoffBook;
-use crate::farm::status::Status;
+use crate::serve::status::Status;
 use crate::farm::worker::{self, RepoAtStart, Worker, WorkerSetup};
 use crate::host::health::{Health, Loop};
 use crate::host::systemd;
 use crate::model::config::{format_duration, BuildBackend, Config};
 use crate::model::recipe::{self, Roster};
-use crate::publish::repo::{self, Repo, RepoConfig};
+use crate::publish::repo::{Repo, RepoConfig};
 use crate::serve::http::{self, HttpState, Secret};
 use crate::watch::poll::{self, PollObserver, Scheduler};
 
@@ -310,7 +310,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     } else {
         let signer = match &cfg.signing_key_file {
             Some(p) => Some(
-                repo::load_signing_key(p)
+                crate::host::keys::load_signing_key(p)
                     .with_context(|| "signing.key_file is unusable".to_string())?,
             ),
             None => None,

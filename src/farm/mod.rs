@@ -11,7 +11,5 @@ pub mod daemon;
 pub mod publisher;
 /// The deduplicating, fair build queue.
 pub mod queue;
-/// Counters and snapshots behind `/status`, `/metrics` and `/builds`.
-pub mod status;
 /// The build worker: owns queue, backoff book and repository.
 pub mod worker;

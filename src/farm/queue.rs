@@ -19,24 +19,9 @@ use std::time::SystemTime;
 use tracing::debug;
 
 use crate::farm::backoff::BackoffBook;
-use crate::model::build::{BuildKey, Candidate, Trigger};
+use crate::model::build::{BuildKey, Candidate, QueuedBuild};
 use crate::model::recipe::{Backlog, Recipe};
 use crate::model::version::{compare_upstream, Version};
-
-/// One version waiting to be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedBuild {
-    /// Recipe id.
-    pub recipe: String,
-    /// Upstream tag.
-    pub tag: String,
-    /// Upstream version (from the tag).
-    pub upstream: String,
-    /// Package version.
-    pub version: String,
-    /// What asked for it.
-    pub trigger: Trigger,
-}
 
 /// Sort key: the parsed version, then the raw string so that versions equal
 /// by ordering (`1.01` and `1.1`) stay distinct entries.
@@ -249,6 +234,7 @@ impl BuildQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::build::Trigger;
 
     fn qb(recipe: &str, v: &str) -> QueuedBuild {
         QueuedBuild {

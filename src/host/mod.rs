@@ -5,6 +5,8 @@
 pub mod fs;
 /// Heartbeats of the daemon's loops, read by `/healthz` and the watchdog.
 pub mod health;
+/// The signing key file.
+pub mod keys;
 /// tracing setup: logfmt, json, journald.
 pub mod logging;
 /// sd-notify, the watchdog and socket activation.

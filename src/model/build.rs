@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -194,6 +195,34 @@ impl Job {
     pub fn key(&self) -> BuildKey {
         BuildKey::new(self.recipe.id.clone(), self.version.clone())
     }
+}
+
+/// One version waiting to be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedBuild {
+    /// Recipe id.
+    pub recipe: String,
+    /// Upstream tag.
+    pub tag: String,
+    /// Upstream version (from the tag).
+    pub upstream: String,
+    /// Package version.
+    pub version: String,
+    /// What asked for it.
+    pub trigger: Trigger,
+}
+
+/// One failed (recipe, version).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct FailureRecord {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Not retried before this time (RFC 3339 in the file).
+    #[serde(with = "crate::model::time::serde_rfc3339")]
+    pub next_retry: SystemTime,
+    /// The last error, with its phase.
+    #[serde(default)]
+    pub error: String,
 }
 
 #[cfg(test)]

@@ -24,7 +24,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -135,35 +134,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
     move |source| RepoError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Reads an Ed25519 signing key: a file of exactly 32 raw bytes (the seed),
-/// or a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`). Errors name the file and
-/// the problem, never the key material.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, RepoError> {
-    let bytes = fs::read(path).map_err(io_err(path))?;
-    let key_err = |problem: String| RepoError::Key {
-        path: path.to_path_buf(),
-        problem,
-    };
-    if bytes.len() == 32 {
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(&bytes);
-        return Ok(SigningKey::from_bytes(&seed));
-    }
-    let text = std::str::from_utf8(&bytes).ok().map(str::trim_start);
-    match text {
-        Some(t) if t.starts_with("-----BEGIN PRIVATE KEY-----") => SigningKey::from_pkcs8_pem(t)
-            .map_err(|e| key_err(format!("not a valid PKCS#8 Ed25519 private key: {e}"))),
-        Some(t) if t.starts_with("-----BEGIN") => Err(key_err(
-            "unsupported PEM type (expected `-----BEGIN PRIVATE KEY-----`, PKCS#8 Ed25519)"
-                .to_string(),
-        )),
-        _ => Err(key_err(format!(
-            "expected 32 raw bytes (Ed25519 seed) or a PKCS#8 PEM private key, found {} bytes",
-            bytes.len()
-        ))),
     }
 }
 
@@ -904,6 +874,7 @@ fn move_into_pool(from: &Path, to: &Path) -> Result<(), RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::keys::{load_signing_key, KeyError};
 
     fn is_published(repo: &Repo, recipe: &str, version: &str) -> bool {
         repo.archive()
@@ -1239,7 +1210,7 @@ mod tests {
         )
         .unwrap();
         let err = load_signing_key(&bad_pem).unwrap_err();
-        assert!(matches!(err, RepoError::Key { .. }), "{err}");
+        assert!(matches!(err, KeyError::Bad { .. }), "{err}");
         assert!(err.to_string().contains("bad.pem"), "{err}");
 
         let unreadable = f.root.path().join("dir.key");

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::farm::status::Status;
+use crate::serve::status::Status;
 use crate::host::health::Health;
 use crate::model::build::BuildState;
 use crate::model::build::Trigger;

@@ -4,3 +4,6 @@
 
 /// The hyper server and routes.
 pub mod http;
+/// The status store: counters and snapshots the farm updates, rendered as
+/// `/status` JSON, `/metrics` and `/builds`.
+pub mod status;

@@ -16,9 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::farm::backoff::FailureRecord;
-use crate::farm::queue::QueuedBuild;
-use crate::model::build::{BuildKey, BuildState};
+use crate::model::build::{BuildKey, BuildState, FailureRecord, QueuedBuild};
 use crate::model::build::{Phase, Trigger};
 use crate::model::time::rfc3339;
 use crate::watch::poll::PollObserver;
