@@ -79,15 +79,14 @@ pub fn normalize_url(url: &str) -> String {
     }
     let rest = if let Some(i) = s.find("://") {
         let after = &s[i + 3..];
-        // drop user@ and a port
-        let after = after
-            .split_once('@')
-            .map(|(_, h)| h)
-            .filter(|_| !after.starts_with('/'))
-            .unwrap_or(after);
-        match after.split_once('/') {
-            Some((host, path)) => format!("{}/{}", host.split(':').next().unwrap_or(host), path),
-            None => after.to_string(),
+        // The authority loses its user@ and its :port.
+        let (authority, path) = after.split_once('/').unwrap_or((after, ""));
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        let host = host.split(':').next().unwrap_or(host);
+        if after.contains('/') {
+            format!("{host}/{path}")
+        } else {
+            host.to_string()
         }
     } else if let Some((userhost, path)) = s.split_once(':').filter(|(h, _)| !h.contains('/')) {
         // scp-like: git@github.com:owner/repo
