@@ -8,3 +8,5 @@ pub mod package;
 pub mod peipkg;
 /// Runs one build: fetch, script, process group, timeout, log.
 pub mod runner;
+/// The bubblewrap sandbox of build scripts.
+pub mod sandbox;

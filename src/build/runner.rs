@@ -16,6 +16,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::build::package::{self, Artifact};
+use crate::build::sandbox::{BuildPaths, Sandbox};
 use crate::git::helper;
 use crate::git::libgit as git;
 use crate::model::build::{Job, Phase};
@@ -38,6 +39,9 @@ pub struct BuildSettings {
     /// Set for the `peipkg` backend: peipkg-build replaces the build
     /// script and packaging.
     pub peipkg: Option<crate::build::peipkg::PeipkgTools>,
+    /// The bubblewrap sandbox build scripts run in; `None` runs them
+    /// unconfined (`[build].sandbox = "none"`, or no working bubblewrap).
+    pub sandbox: Option<Sandbox>,
 }
 
 impl BuildSettings {
@@ -191,12 +195,19 @@ pub fn prune_logs(settings: &BuildSettings, recipe: &str, current: &Path) {
     }
 }
 
-fn log_line(log: &Path, line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
+/// Opens a build log for appending, never through a symlink: a log that
+/// was replaced by a link is not written through.
+fn open_log(log: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(log)
-    {
+}
+
+fn log_line(log: &Path, line: &str) {
+    if let Ok(mut f) = open_log(log) {
         let _ = writeln!(f, "farmhand: {line}");
     }
 }
@@ -382,6 +393,22 @@ async fn run_script(
         argv.push("/bin/sh".into());
     }
     argv.push(script.display().to_string());
+    if let Some(sandbox) = &settings.sandbox {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let (source, destdir, home, recipe_dir) = (
+            abs(&dirs.source),
+            abs(&dirs.destdir),
+            abs(&dirs.home),
+            abs(&job.recipe.dir),
+        );
+        let paths = BuildPaths {
+            source: &source,
+            destdir: &destdir,
+            home: &home,
+            recipe_dir: &recipe_dir,
+        };
+        argv = sandbox.wrap(&paths, &argv);
+    }
     let env = base_env(settings, job, dirs, commit_time);
     run_process(&argv, &dirs.source, env, settings.timeout, log, kill).await?;
     log_line(log, "build script succeeded");
@@ -401,11 +428,8 @@ async fn run_process(
     kill: &CancellationToken,
 ) -> Result<(), Failure> {
     let fail = |m: String| Failure::new(Phase::Building, m);
-    let logf = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(log)
-        .map_err(|e| fail(format!("cannot open build log {}: {e}", log.display())))?;
+    let logf =
+        open_log(log).map_err(|e| fail(format!("cannot open build log {}: {e}", log.display())))?;
     let pipe_err = |e: nix::Error| fail(format!("cannot create the output pipe: {e}"));
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(pipe_err)?;
     let err_w = out_w
@@ -419,8 +443,8 @@ async fn run_process(
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
-        .process_group(0)
         .kill_on_drop(false);
+    new_session(&mut cmd);
     let spawned = cmd.spawn();
     // Our copies of the pipe's write end go now, so the reader sees EOF
     // once the build's processes are gone.
@@ -559,8 +583,9 @@ pub fn become_subreaper() -> bool {
 
 /// Children of this process that are not in its own process group: after
 /// a build, only what the build left behind (farmhand's other children,
-/// such as upload commands, share its group).
-fn stray_children() -> Vec<i32> {
+/// such as upload commands, share its group), each with whether it has
+/// already exited (a zombie, waiting to be reaped).
+fn stray_children() -> Vec<(i32, bool)> {
     let me = std::process::id() as i32;
     let my_group = nix::unistd::getpgrp().as_raw();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -568,17 +593,17 @@ fn stray_children() -> Vec<i32> {
     };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // After the parenthesised command name: state, ppid, pgrp.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut f = rest.split_whitespace().skip(1).map(str::parse::<i32>);
+            let (_, rest) = stat.rsplit_once(')')?;
+            let mut f = rest.split_whitespace();
+            let zombie = f.next() == Some("Z");
+            let mut f = f.map(str::parse::<i32>);
             let (ppid, pgrp) = (f.next(), f.next());
-            matches!(ppid, Some(Ok(p)) if p == me) && !matches!(pgrp, Some(Ok(g)) if g == my_group)
+            let stray = matches!(ppid, Some(Ok(p)) if p == me)
+                && !matches!(pgrp, Some(Ok(g)) if g == my_group);
+            stray.then_some((pid, zombie))
         })
         .collect()
 }
@@ -597,19 +622,41 @@ async fn kill_strays() -> usize {
         if strays.is_empty() {
             break;
         }
-        for &pid in &strays {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            killed.insert(pid);
+        for &(pid, zombie) in &strays {
+            if !zombie {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                killed.insert(pid);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        for &pid in &strays {
+        if strays.iter().any(|&(_, zombie)| !zombie) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for &(pid, _) in &strays {
             let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
         }
     }
     killed.len()
+}
+
+/// Starts the program as the leader of a new session (and so of a new
+/// process group whose id is its pid). A build process cannot join the
+/// daemon's process group from another session (setpgid(2) refuses), so
+/// the group kill and the stray sweep reach everything it started.
+#[allow(unsafe_code)]
+fn new_session(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only setsid(2), which is async-signal-safe; it allocates nothing and
+    // touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 fn kill_group(pgid: i32, sig: nix::sys::signal::Signal) {

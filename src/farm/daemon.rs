@@ -7,7 +7,7 @@
 //! polling, the worker finishes (or, after `shutdown_grace`, kills) the
 //! in-flight build, the HTTP server drains, and the process exits 0.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
@@ -18,15 +18,16 @@ use tracing::{error, info, warn};
 
 use crate::build::peipkg::PeipkgTools;
 use crate::build::runner::BuildSettings;
+use crate::build::sandbox::Sandbox;
 use crate::farm::backoff::BackoffBook;
-use crate::serve::status::Status;
 use crate::farm::worker::{self, RepoAtStart, Worker, WorkerSetup};
 use crate::host::health::{Health, Loop};
 use crate::host::systemd;
-use crate::model::config::{format_duration, BuildBackend, Config};
+use crate::model::config::{format_duration, BuildBackend, Config, SandboxMode};
 use crate::model::recipe::{self, Roster};
 use crate::publish::repo::{Repo, RepoConfig};
 use crate::serve::http::{self, HttpState, Secret};
+use crate::serve::status::Status;
 use crate::watch::poll::{self, PollObserver, Scheduler};
 
 /// Why the program stops with an error, and its exit code.
@@ -289,6 +290,9 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     }
 
     let mut settings = worker::build_settings(&cfg);
+    if cfg.build.backend == BuildBackend::Builtin {
+        settings.sandbox = choose_sandbox(&cfg).await?;
+    }
     let repo = if cfg.build.backend == BuildBackend::Peipkg {
         let tools = PeipkgTools::resolve(&cfg).map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
         let repo_dir = cfg.repo_dir();
@@ -352,6 +356,11 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         error!(err = %e, "backoff book unreadable");
     }
     let status = Arc::new(Status::new(&cfg.manager.id));
+    status.set_sandbox(if settings.sandbox.is_some() {
+        "bwrap"
+    } else {
+        "none"
+    });
     status.set_roster(roster.ids(), roster.invalid.clone());
     Ok(Farm {
         cfg: Arc::new(cfg),
@@ -363,6 +372,45 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         health: Arc::new(Health::default()),
         state_lock,
     })
+}
+
+/// The sandbox builds run in, as `[build].sandbox` asks: bubblewrap when
+/// it works here (`auto`), bubblewrap or nothing (`bwrap`: start fails
+/// naming the cause), or none. The config directory and every key and
+/// secret file are hidden from builds.
+async fn choose_sandbox(cfg: &Config) -> Result<Option<Sandbox>, Fatal> {
+    if cfg.build.sandbox == SandboxMode::None {
+        warn!("build sandbox off (build.sandbox = \"none\"): build scripts can read and write whatever the daemon can, its keys and repository included");
+        return Ok(None);
+    }
+    let config_dir = cfg
+        .path
+        .parent()
+        .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf()))
+        .unwrap_or_default();
+    let secrets: Vec<PathBuf> = [&cfg.signing_key_file, &cfg.http.webhook_secret_file]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let network = cfg.build.network;
+    let probed =
+        tokio::task::spawn_blocking(move || Sandbox::probe(network, &config_dir, &secrets))
+            .await
+            .context("sandbox trial task failed")?;
+    match (probed, cfg.build.sandbox) {
+        (Ok(s), _) => {
+            info!(network, "build sandbox: bubblewrap");
+            Ok(Some(s))
+        }
+        (Err(e), SandboxMode::Bwrap) => Err(Fatal::Runtime(anyhow::anyhow!(
+            "build.sandbox = \"bwrap\" but bubblewrap does not work here: {e}"
+        ))),
+        (Err(e), _) => {
+            warn!(err = %e, "build sandbox unavailable (build.sandbox = \"auto\"): build scripts run unsandboxed");
+            Ok(None)
+        }
+    }
 }
 
 /// `--once`: poll every recipe, build and publish what is new, exit.

@@ -25,13 +25,13 @@ use crate::build::runner::{self, BuildSettings, Failure, Progress};
 use crate::farm::backoff::BackoffBook;
 use crate::farm::publisher::{Published, Publisher};
 use crate::farm::queue::BuildQueue;
-use crate::serve::status::{BuildRecord, Status, QUEUE_LISTED};
 use crate::host::health::{Health, Loop};
 use crate::model::build::{BuildKey, BuildState, Job, Phase, QueuedBuild, Trigger};
 use crate::model::config::{format_duration, Config};
 use crate::model::recipe::Roster;
 use crate::model::time::rfc3339;
 use crate::publish::repo::{Repo, RepoConfig};
+use crate::serve::status::{BuildRecord, Status, QUEUE_LISTED};
 use crate::watch::poll::{Offer, PollRequest};
 
 type Running = Pin<Box<dyn Future<Output = (Option<Repo>, Result<Published, Failure>)> + Send>>;
@@ -544,6 +544,7 @@ pub fn build_settings(cfg: &Config) -> BuildSettings {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
         }),
         peipkg: None,
+        sandbox: None,
     }
 }
 

@@ -58,4 +58,3 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
         ))),
     }
 }
-

@@ -114,6 +114,17 @@ pub enum BuildBackend {
     Peipkg,
 }
 
+/// `[build].sandbox`: how build scripts are confined (DESIGN.md section 18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// bubblewrap when a trial run at start succeeds, else none (with a warning).
+    Auto,
+    /// bubblewrap, or the daemon does not start.
+    Bwrap,
+    /// No sandbox (a warning at start).
+    None,
+}
+
 /// `[build]`.
 #[derive(Debug, Clone)]
 pub struct Build {
@@ -127,6 +138,10 @@ pub struct Build {
     pub keep_logs: usize,
     /// Optional argv the build script is run through.
     pub runner: Vec<String>,
+    /// How build scripts are confined.
+    pub sandbox: SandboxMode,
+    /// Whether builds may use the network (`false`: a loopback interface only).
+    pub network: bool,
 }
 
 /// A peipkg-manager `[[signing_key]]`.
@@ -242,6 +257,8 @@ struct RawBuild {
     shutdown_grace: Option<String>,
     keep_logs: Option<i64>,
     runner: Option<Vec<String>>,
+    sandbox: Option<String>,
+    network: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -436,6 +453,17 @@ impl Config {
                 }
             },
             runner: b.runner.unwrap_or_default(),
+            sandbox: match b.sandbox.as_deref().unwrap_or("auto") {
+                "auto" => SandboxMode::Auto,
+                "bwrap" => SandboxMode::Bwrap,
+                "none" => SandboxMode::None,
+                other => {
+                    return Err(c.err(format!(
+                        "build.sandbox: {other:?} is not one of \"auto\", \"bwrap\", \"none\""
+                    )))
+                }
+            },
+            network: b.network.unwrap_or(true),
         };
         if build.runner.first().is_some_and(|s| s.trim().is_empty()) {
             return Err(c.err("build.runner: the first element must name a program"));

@@ -29,11 +29,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::serve::status::Status;
 use crate::host::health::Health;
 use crate::model::build::BuildState;
 use crate::model::build::Trigger;
 use crate::model::recipe::Roster;
+use crate::serve::status::Status;
 use crate::watch::github;
 use crate::watch::poll::PollRequest;
 use crate::watch::WebhookResult;

@@ -145,6 +145,7 @@ struct State {
     webhooks_total: BTreeMap<WebhookResult, u64>,
     published_packages: usize,
     repository_error: Option<String>,
+    sandbox: &'static str,
     durations: Histogram,
     builds: VecDeque<BuildRecord>,
 }
@@ -202,6 +203,7 @@ impl Status {
                 webhooks_total: WebhookResult::ALL.iter().map(|r| (*r, 0)).collect(),
                 published_packages: 0,
                 repository_error: None,
+                sandbox: "none",
                 durations: Histogram::default(),
                 builds: VecDeque::new(),
             }),
@@ -349,6 +351,11 @@ impl Status {
         self.update(|s| s.published_packages = n);
     }
 
+    /// The build sandbox in force: `bwrap` or `none`.
+    pub fn set_sandbox(&self, sandbox: &'static str) {
+        self.update(|s| s.sandbox = sandbox);
+    }
+
     /// Why the repository cannot be opened (builds are held), or `None`.
     pub fn set_repository_error(&self, e: Option<String>) {
         self.update(|s| s.repository_error = e);
@@ -462,6 +469,7 @@ impl Status {
             polls: &'a BTreeMap<String, PollInfo>,
             published_packages: usize,
             repository_error: Option<&'a str>,
+            sandbox: &'static str,
         }
         let doc = Doc {
             farm_id: &s.farm_id,
@@ -500,6 +508,7 @@ impl Status {
             polls: &s.polls,
             published_packages: s.published_packages,
             repository_error: s.repository_error.as_deref(),
+            sandbox: s.sandbox,
         };
         let mut out = serde_json::to_vec(&doc).unwrap_or_default();
         out.push(b'\n');
