@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
             let fresh = queue.select_new(&recipe, m.candidates, &book, None, SystemTime::now());
             assert!(fresh.is_empty());
             fresh.len()
-        })
+        });
     });
     let candidates = match_tags(&recipe, &tags).candidates;
     g.bench_function("dedup_only", |b| {
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
                     SystemTime::now(),
                 )
                 .len()
-        })
+        });
     });
     g.finish();
 }

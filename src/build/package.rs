@@ -359,7 +359,7 @@ pub fn package_destdir(
         });
     }
     if !whole_tree {
-        if let Some(i) = members.iter().position(|m| m.is_empty()) {
+        if let Some(i) = members.iter().position(std::vec::Vec::is_empty) {
             return Err(PackageError::EmptyPackage {
                 package: specs[i].name.clone(),
                 destdir: destdir.to_path_buf(),
@@ -611,7 +611,7 @@ mod tests {
             name: name.to_string(),
             architecture: "x86_64".to_string(),
             description: format!("{name} package"),
-            files: files.iter().map(|s| s.to_string()).collect(),
+            files: files.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

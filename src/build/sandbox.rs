@@ -124,7 +124,7 @@ impl Sandbox {
     /// `argv` wrapped in bubblewrap for the build whose paths are `paths`.
     pub fn wrap(&self, paths: &BuildPaths, argv: &[String]) -> Vec<String> {
         let mut a: Vec<String> = vec![self.bwrap.display().to_string()];
-        let mut push = |args: &[&str]| a.extend(args.iter().map(|s| s.to_string()));
+        let mut push = |args: &[&str]| a.extend(args.iter().map(std::string::ToString::to_string));
         push(&[
             "--unshare-user",
             "--unshare-ipc",

@@ -249,6 +249,13 @@ fn lock_state_dir(state: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::Fil
 
 async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     info!(farm_id = %cfg.manager.id, mode, version = env!("CARGO_PKG_VERSION"), config = %cfg.path.display(), "farmhand starting");
+    let inherited = crate::host::fs::close_inherited_on_exec();
+    if inherited > 0 {
+        info!(
+            count = inherited,
+            "inherited file descriptors made close-on-exec"
+        );
+    }
     // Processes a build leaves behind outside its process group come back
     // here, to be killed when the build ends.
     if !crate::build::runner::become_subreaper() {
@@ -498,7 +505,11 @@ pub async fn run_daemon_with(
     let secret: Secret = Arc::new(RwLock::new(None));
     if let Some(f) = &cfg.http.webhook_secret_file {
         match read_secret(f) {
-            Ok(s) => *secret.write().unwrap_or_else(|p| p.into_inner()) = Some(s),
+            Ok(s) => {
+                *secret
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s)
+            }
             Err(e) if farm.roster.any_webhook() => return Err(Fatal::Runtime(anyhow::anyhow!(e))),
             Err(e) => warn!(err = %e, "webhook secret unusable; every webhook will be refused"),
         }
@@ -625,7 +636,11 @@ async fn reload(
     log_invalid(&roster);
     if let Some(f) = &cfg.http.webhook_secret_file {
         match read_secret(f) {
-            Ok(s) => *secret.write().unwrap_or_else(|p| p.into_inner()) = Some(s),
+            Ok(s) => {
+                *secret
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s)
+            }
             Err(e) => error!(err = %e, "webhook secret not reloaded; keeping the current one"),
         }
     }

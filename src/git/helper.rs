@@ -323,7 +323,7 @@ mod tests {
             Request::Fetch {
                 tag, timeout_ms, ..
             } => {
-                assert_eq!((tag.as_str(), timeout_ms), ("v1.0", 1500))
+                assert_eq!((tag.as_str(), timeout_ms), ("v1.0", 1500));
             }
             other => panic!("{other:?}"),
         }

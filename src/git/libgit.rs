@@ -110,12 +110,16 @@ pub struct FetchedSource {
     pub received_bytes: usize,
 }
 
+#[allow(unsafe_code)]
 fn init_libgit2() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Socket-level limits so a silent server cannot hold a thread forever.
-        // SAFETY-free: these are plain global option setters.
+        // SAFETY: libgit2's global options must not be set while another
+        // thread uses libgit2; `Once` runs this before this process makes
+        // any other libgit2 call.
         let _ = unsafe { git2::opts::set_server_connect_timeout_in_milliseconds(30_000) };
+        // SAFETY: as above, inside the same `Once`.
         let _ = unsafe { git2::opts::set_server_timeout_in_milliseconds(60_000) };
     });
 }

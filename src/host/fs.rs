@@ -54,6 +54,36 @@ pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Marks every descriptor this process inherited (3 and up) close-on-exec,
+/// so that nothing the daemon was started with (a shell's redirections, a
+/// supervisor's pipes) reaches build scripts or other children. Descriptors
+/// the daemon opens itself are close-on-exec already. Returns how many were
+/// changed.
+pub fn close_inherited_on_exec() -> usize {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    let mut changed = 0;
+    for fd in fds {
+        let Ok(flags) = fcntl(fd, FcntlArg::F_GETFD) else {
+            continue; // the directory's own descriptor, closed by now
+        };
+        let flags = FdFlag::from_bits_truncate(flags);
+        if !flags.contains(FdFlag::FD_CLOEXEC)
+            && fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC)).is_ok()
+        {
+            changed += 1;
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

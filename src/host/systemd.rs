@@ -121,6 +121,7 @@ const LISTEN_FDS_START: std::os::fd::RawFd = 3;
 /// socket (`ListenStream=` in the socket unit); it replaces `[http].addr`.
 /// It is made close-on-exec so build scripts never inherit it; further
 /// descriptors are ignored. Call once, from within the runtime.
+#[allow(unsafe_code)]
 pub fn inherited_listener() -> Result<Option<tokio::net::TcpListener>, String> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     use nix::sys::socket::{getsockopt, sockopt, SockType};

@@ -183,7 +183,7 @@ pub fn load_roster(dir: &Path, default_interval: Duration) -> Result<Roster, Ros
         .map_err(rerr)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(rerr)?;
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort_by_key(std::fs::DirEntry::file_name);
     for entry in entries {
         let sub = entry.path();
         if !sub.is_dir() {

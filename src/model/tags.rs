@@ -174,7 +174,9 @@ struct Compiled {
 /// unanchored unless the pattern anchors itself, Unicode-aware.
 fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
     static SHARED: Mutex<Option<HashMap<String, Weak<Compiled>>>> = Mutex::new(None);
-    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let shared = shared.get_or_insert_with(HashMap::new);
     if let Some(c) = shared.get(pattern).and_then(Weak::upgrade) {
         return Ok(c);

@@ -343,7 +343,11 @@ async fn github_webhook(
         }
         body.extend_from_slice(&data);
     }
-    let secret = st.secret.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let secret = st
+        .secret
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let verified = secret
         .as_deref()
         .is_some_and(|s| github::verify_signature(s, &body, signature.as_deref()));
@@ -371,7 +375,7 @@ async fn github_webhook(
         let first = st
             .deliveries
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .first_time(id);
         if !first {
             st.status.webhook(WebhookResult::Duplicate);

@@ -220,7 +220,9 @@ impl Status {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn update(&self, f: impl FnOnce(&mut State)) {
@@ -427,26 +429,42 @@ impl Status {
     /// `/status` JSON.
     pub fn json(&self) -> Bytes {
         let gen = self.generation.load(Ordering::Acquire);
-        if let Some((g, b)) = &self.cache.lock().unwrap_or_else(|p| p.into_inner()).json {
+        if let Some((g, b)) = &self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .json
+        {
             if *g == gen {
                 return b.clone();
             }
         }
         let body = Bytes::from(self.render_json());
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).json = Some((gen, body.clone()));
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .json = Some((gen, body.clone()));
         body
     }
 
     /// `/metrics` Prometheus text.
     pub fn metrics(&self) -> Bytes {
         let gen = self.generation.load(Ordering::Acquire);
-        if let Some((g, b)) = &self.cache.lock().unwrap_or_else(|p| p.into_inner()).metrics {
+        if let Some((g, b)) = &self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .metrics
+        {
             if *g == gen {
                 return b.clone();
             }
         }
         let body = Bytes::from(self.render_metrics());
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).metrics = Some((gen, body.clone()));
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .metrics = Some((gen, body.clone()));
         body
     }
 

@@ -422,7 +422,7 @@ fn example_recipes_pass_check() {
             .unwrap_or("1h");
         let hook = watch
             .and_then(|w| w.get("github_webhook"))
-            .and_then(|v| v.as_bool())
+            .and_then(toml::Value::as_bool)
             .unwrap_or(false);
         let want = [id.as_str(), git, interval, if hook { "on" } else { "off" }];
         assert_eq!(

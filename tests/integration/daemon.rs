@@ -404,7 +404,7 @@ fn sighup_adds_removes_and_changes_recipes_while_a_build_runs() {
         queued,
         ["added@1.0.0-1", "changed@1.0.0-2", "floor@2.0.0-1"]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect()
     );
     let p = &s["polls"]["changed"];
@@ -446,7 +446,7 @@ fn sighup_adds_removes_and_changes_recipes_while_a_build_runs() {
         "floor@2.0.0-1",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     assert_eq!(assert_repo_intact(&farm), want);
     assert!(d.events("starting build", &[("recipe", "gone")]).is_empty());

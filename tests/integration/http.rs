@@ -634,7 +634,7 @@ fn stalled_clients_are_dropped_and_others_still_served() {
                     answered_408[i] = true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    closed_at[i] = Some(started.elapsed())
+                    closed_at[i] = Some(started.elapsed());
                 }
                 Err(_) => {}
             }

@@ -104,7 +104,7 @@ fn probe(attempts: &str) -> (Farm, String, String) {
     std::fs::write(farm.root.join("farm.ed25519"), [7u8; 32]).unwrap();
     std::fs::write(farm.root.join("control-token"), "t".repeat(40)).unwrap();
     farm.write_config(
-        "[signing]\nkey_file = \"farm.ed25519\"\n\n[http]\nwebhook_secret_file = \"webhook-secret\"\n",
+        "[signing]\nkey_file = \"farm.ed25519\"\n\n[http]\nwebhook_secret_file = \"webhook-secret\"\n\n[build]\nsandbox = \"auto\"\n",
     );
     let other = Upstream::new(&farm.root.join("other-up"));
     other.release("v1.0.0");
@@ -134,7 +134,7 @@ fn a_sandboxed_build_cannot_outlive_or_signal_the_daemon() {
         return;
     }
     let farm = Farm::new();
-    farm.write_config("");
+    farm.write_config("[build]\nsandbox = \"auto\"\n");
     let up = Upstream::new(&farm.root.join("up"));
     up.release("v1.0.0");
     // A detached grandchild in a new session, and a kill of every pid the
@@ -174,7 +174,7 @@ fn without_network_a_build_has_only_loopback() {
         return;
     }
     let farm = Farm::new();
-    farm.write_config("[build]\nnetwork = false\n");
+    farm.write_config("[build]\nsandbox = \"auto\"\nnetwork = false\n");
     let up = Upstream::new(&farm.root.join("up"));
     up.release("v1.0.0");
     let s = "#!/bin/sh\necho \"ATTEMPT interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ')\"\n";
@@ -211,7 +211,7 @@ fn sandbox_modes_none_and_an_unusable_bwrap() {
     );
 
     // "auto" without bubblewrap: a warning, builds run unsandboxed.
-    farm.write_config("");
+    farm.write_config("[build]\nsandbox = \"auto\"\n");
     let up = Upstream::new(&farm.root.join("up"));
     up.release("v1.0.0");
     farm.simple_recipe("x", &up, "#!/bin/sh\ntrue\n", "");
@@ -227,10 +227,40 @@ fn the_status_says_which_sandbox_is_in_force() {
     }
     let mut farm = Farm::new();
     farm.http = true;
-    farm.write_config("");
+    farm.write_config("[build]\nsandbox = \"auto\"\n");
     let mut d = farm.start();
     d.wait_log("build sandbox: bubblewrap", Duration::from_secs(20));
     assert_eq!(d.status()["sandbox"], "bwrap");
     d.signal("TERM");
     assert_eq!(d.wait_exit(Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn descriptors_the_daemon_inherited_do_not_reach_builds() {
+    for sandbox in ["none", "auto"] {
+        let farm = Farm::new();
+        farm.write_config(&format!("[build]\nsandbox = \"{sandbox}\"\n"));
+        let up = Upstream::new(&farm.root.join("up"));
+        up.release("v1.0.0");
+        let s = "#!/bin/sh\nif [ -e /proc/self/fd/9 ]; then echo 'ATTEMPT fd 9: LEAKED'; else echo 'ATTEMPT fd 9: closed'; fi\n";
+        farm.simple_recipe("fds", &up, s, "");
+        // A shell opens descriptor 9 without close-on-exec, then becomes
+        // farmhand, as a careless supervisor would start it.
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("exec 9</dev/null; exec \"$0\" --config \"$1\" --log-format logfmt --once")
+            .arg(bin())
+            .arg(farm.config_path())
+            .env_remove("NOTIFY_SOCKET")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{log}");
+        let build_log = read_logs(&farm, "fds", &log);
+        assert_eq!(
+            outcome(&build_log, "fd 9"),
+            "closed",
+            "sandbox {sandbox}:\n{build_log}"
+        );
+    }
 }

@@ -117,6 +117,17 @@ impl Farm {
             ""
         };
         std::fs::write(self.root.join("webhook-secret"), "test-secret\n").unwrap();
+        // Build scripts in these tests coordinate with the test through
+        // files in the farm's directory, which the build sandbox hides, so
+        // builds run unsandboxed unless a test asks for the sandbox
+        // (`sandbox = "auto"` or `"bwrap"`; see sandbox.rs).
+        let sections = if sections.contains("sandbox =") {
+            sections.to_string()
+        } else if sections.contains("[build]\n") {
+            sections.replacen("[build]\n", "[build]\nsandbox = \"none\"\n", 1)
+        } else {
+            format!("{sections}\n[build]\nsandbox = \"none\"\n")
+        };
         let text = format!(
             "[manager]\nid = \"test-farm\"\nrecipes_dir = \"recipes\"\nstate_dir = \"state\"\n\n\
              [repo]\nname = \"test-packages\"\n\n[poll]\ndefault_interval = \"1h\"\n\n{http}{sections}"
