@@ -25,7 +25,7 @@ use crate::host::health::{Health, Loop};
 use crate::host::systemd;
 use crate::model::config::{format_duration, BuildBackend, Config, SandboxMode};
 use crate::model::recipe::{self, Roster};
-use crate::publish::repo::{Repo, RepoConfig};
+use crate::publish::repo::{Repo, RepoConfig, RepoError};
 use crate::serve::http::{self, HttpState, Secret};
 use crate::serve::status::Status;
 use crate::watch::poll::{self, PollObserver, Scheduler};
@@ -341,7 +341,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
             // The daemon keeps serving what is valid and builds nothing
             // until the repository is repaired and it is reloaded; a
             // one-shot run has nothing to serve and stops.
-            Err(e) if mode == "daemon" => {
+            Err(e) if mode == "daemon" && !matches!(e, RepoError::ArchiveMissing { .. }) => {
                 let error = e.to_string();
                 error!(err = %error, "repository unusable; builds are held until it is repaired and the daemon reloaded");
                 RepoAtStart::Held(worker::HeldRepo {
