@@ -553,7 +553,7 @@ async fn run_process(
 /// True when the filesystem holding `dir` has (almost) no space left.
 fn filesystem_full(dir: &Path) -> bool {
     nix::sys::statvfs::statvfs(dir)
-        .is_ok_and(|s| u64::from(s.blocks_available()) * u64::from(s.fragment_size()) < 64 * 1024)
+        .is_ok_and(|s| s.blocks_available().saturating_mul(s.fragment_size()) < 64 * 1024)
 }
 
 /// Copies the build's output into its log until `cap` bytes, then notes
