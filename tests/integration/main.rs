@@ -19,6 +19,7 @@ mod once_security;
 mod once_transport;
 mod ops;
 mod peipkg;
+mod runtime;
 mod sandbox;
 mod smoke;
 mod state_dir;
