@@ -172,7 +172,7 @@ struct Compiled {
 /// compiled once and shared (through weak references: nothing outlives the
 /// last recipe using it). Matching follows the regex crate: leftmost-first,
 /// unanchored unless the pattern anchors itself, Unicode-aware.
-fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
+fn compile(pattern: &str) -> Result<Arc<Compiled>, TagPatternError> {
     static SHARED: Mutex<Option<HashMap<String, Weak<Compiled>>>> = Mutex::new(None);
     let mut shared = SHARED
         .lock()
@@ -181,17 +181,16 @@ fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
     if let Some(c) = shared.get(pattern).and_then(Weak::upgrade) {
         return Ok(c);
     }
-    let hir = syntax::parse(pattern).map_err(|e| one_line_syntax_error(&e.to_string()))?;
+    let hir = syntax::parse(pattern).map_err(|e| syntax_error(&e))?;
+    let build = |e: thompson::BuildError| TagPatternError::Compile(e.to_string());
     let nfa = thompson::Compiler::new()
         .configure(thompson::Config::new().nfa_size_limit(Some(NFA_SIZE_LIMIT)))
         .build_from_hir(&hir)
-        .map_err(|e| e.to_string())?;
+        .map_err(build)?;
     let backtrack = BoundedBacktracker::builder()
         .build_from_nfa(nfa.clone())
-        .map_err(|e| e.to_string())?;
-    let pikevm = PikeVM::builder()
-        .build_from_nfa(nfa)
-        .map_err(|e| e.to_string())?;
+        .map_err(build)?;
+    let pikevm = PikeVM::builder().build_from_nfa(nfa).map_err(build)?;
     let c = Arc::new(Compiled {
         pattern: pattern.to_string(),
         backtrack,
@@ -205,32 +204,54 @@ fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
 /// The largest compiled pattern accepted (the regex crate's own limit).
 const NFA_SIZE_LIMIT: usize = 10 << 20;
 
-/// The regex parser prints an error over several lines (`regex parse
-/// error:`, the pattern, a caret line, `error: <what>`); recipe errors are
-/// logged and listed one per line, so this makes it `<what> at column N`.
-fn one_line_syntax_error(full: &str) -> String {
-    let lines: Vec<&str> = full.lines().collect();
-    let Some(what) = lines.iter().rev().find_map(|l| l.strip_prefix("error: ")) else {
-        return lines
-            .iter()
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+/// A pattern the regex parser rejected, from the parser's structured error:
+/// a repeated group name becomes [`TagPatternError::DuplicateGroup`] naming
+/// the group; anything else is [`TagPatternError::Compile`] with the
+/// parser's description and, for a one-line pattern, where the problem
+/// starts (`unclosed group at column 3`), so that it fits on the one line
+/// recipe errors are logged and listed on.
+fn syntax_error(e: &regex_syntax::Error) -> TagPatternError {
+    use regex_syntax::ast::{ErrorKind, Span};
+    let (what, pattern, spans): (String, &str, [Option<&Span>; 2]) = match e {
+        regex_syntax::Error::Parse(e) => {
+            if let ErrorKind::GroupNameDuplicate { .. } = e.kind() {
+                let name = e.span().start.offset..e.span().end.offset;
+                if let Some(name) = e.pattern().get(name) {
+                    return TagPatternError::DuplicateGroup(name.to_string());
+                }
+            }
+            (
+                e.kind().to_string(),
+                e.pattern(),
+                [Some(e.span()), e.auxiliary_span()],
+            )
+        }
+        regex_syntax::Error::Translate(e) => {
+            (e.kind().to_string(), e.pattern(), [Some(e.span()), None])
+        }
+        // A kind of error this version of the parser does not have.
+        other => {
+            let text = other.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            return TagPatternError::Compile(lines.join("; "));
+        }
     };
-    // A one-line pattern is printed indented by four spaces, with the carets
-    // under it; longer layouts (multi-line patterns) only keep the message.
-    let column = match lines.as_slice() {
-        [_, pattern, carets, _] if pattern.starts_with("    ") => carets
-            .find('^')
-            .filter(|&i| i >= 4 && carets.trim().chars().all(|c| c == '^'))
-            .map(|i| i - 3),
-        _ => None,
-    };
-    match column {
+    // Columns only point somewhere for a pattern on one line. An error
+    // with two places (a flag given twice) starts at the first.
+    let column = spans
+        .into_iter()
+        .flatten()
+        .map(|s| s.start.column)
+        .min()
+        .filter(|_| !pattern.contains('\n'));
+    TagPatternError::Compile(match column {
         Some(c) => format!("{what} at column {c}"),
-        None => what.to_string(),
-    }
+        None => what,
+    })
 }
 
 impl TagPattern {
@@ -243,15 +264,7 @@ impl TagPattern {
     /// `minor`, `patch`, `prerelease` or a name twice, or has named groups
     /// without both `major` and `minor`.
     pub fn new(pattern: &str) -> Result<TagPattern, TagPatternError> {
-        let regex = compile(pattern).map_err(|e| {
-            // The parser rejects duplicate names itself; name the group.
-            if e.contains("duplicate capture group name") {
-                if let Some(name) = duplicate_group_name(pattern) {
-                    return TagPatternError::DuplicateGroup(name);
-                }
-            }
-            TagPatternError::Compile(e)
-        })?;
+        let regex = compile(pattern)?;
 
         let mut unnamed = 0usize;
         let mut named: [Option<usize>; 4] = [None; 4];
@@ -423,31 +436,6 @@ fn check_version(tag: &str, version: String) -> Result<String, TagError> {
     } else {
         TagError::BadStart { tag, version }
     })
-}
-
-/// Best effort: the first group name written twice in `pattern`
-/// (`(?P<name>` or `(?<name>`). Only used to word an error the regex crate
-/// already reported.
-fn duplicate_group_name(pattern: &str) -> Option<String> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut rest = pattern;
-    while let Some(at) = rest.find("(?") {
-        rest = &rest[at + 2..];
-        let after = rest.strip_prefix("P<").or_else(|| {
-            rest.strip_prefix('<')
-                .filter(|r| !r.starts_with(['=', '!']))
-        });
-        if let Some(after) = after {
-            if let Some(end) = after.find('>') {
-                let name = &after[..end];
-                if seen.contains(&name) {
-                    return Some(name.to_string());
-                }
-                seen.push(name);
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -682,6 +670,16 @@ mod tests {
         );
         let e = pattern_err("^v(\\d+\n)(?x)(\n$").to_string();
         assert!(!e.contains('\n') && e.contains("unclosed group"), "{e}");
+        assert_eq!(e, "does not compile: unclosed group");
+        // Errors found after parsing (translation) have a column too.
+        let e = pattern_err(r"^v(\p{Foo})$").to_string();
+        assert_eq!(
+            e,
+            "does not compile: Unicode property not found at column 4"
+        );
+        // Two places: the column of the first.
+        let e = pattern_err(r"^(?ixi)v(\d+)$").to_string();
+        assert_eq!(e, "does not compile: duplicate flag at column 4");
     }
 
     #[test]
@@ -727,6 +725,10 @@ mod tests {
         for p in [
             r"^(?P<major>\d+)\.(?P<minor>\d+)|(?P<major>\d+)_(?P<minor>\d+)$",
             r"^(?<major>\d+)\.(?<major>\d+)$",
+            // The parser names the group: text that only looks like a
+            // group (inside a class, or a comment) does not count.
+            r"^[(?P<minor>(?P<minor>]*(?P<major>\d+)\.(?P<major>\d+)$",
+            "(?x)^(?P<major>\\d+) # (?P<minor>\n (?P<minor>\\d+) (?P<major>x)$",
         ] {
             let e = pattern_err(p);
             assert!(
@@ -766,13 +768,6 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.regex, &c.regex));
         assert_eq!(ok(&b, "v1.2.3"), "1.2.3");
         assert_eq!(ok(&c, "release-1.2.3"), "1.2.3");
-    }
-
-    #[test]
-    fn duplicate_scan() {
-        assert_eq!(duplicate_group_name(r"(?P<a>x)(?<a>y)"), Some("a".into()));
-        assert_eq!(duplicate_group_name(r"(?P<a>x)(?<b>y)(?<=z)"), None);
-        assert_eq!(duplicate_group_name(r"(?<a>x"), None);
     }
 
     #[test]
