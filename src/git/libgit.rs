@@ -8,15 +8,17 @@
 //! deadline, checked by libgit2's socket timeouts and by the transfer
 //! callbacks, and can be cancelled through an [`Abort`] flag.
 
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use git2::{
-    AutotagOption, Direction, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository,
-    TreeWalkMode,
-};
+use git2::{AutotagOption, Direction, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, mkdirat, Mode};
+use nix::unistd::symlinkat;
 
 /// A git failure, naming the upstream and what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -313,17 +315,20 @@ pub fn fetch_tag(
     let ctx = Export {
         url,
         tag,
+        dest,
         cache_root: cache.parent().unwrap_or(cache),
         submodules,
         deadline,
         timeout,
         abort,
     };
-    std::fs::create_dir_all(dest).map_err(|source| GitError::Io {
+    let io = |source| GitError::Io {
         path: dest.to_path_buf(),
         source,
-    })?;
-    ctx.export_commit(&repo, url, commit.id(), dest, 0)?;
+    };
+    std::fs::create_dir_all(dest).map_err(io)?;
+    let root = open_dir_at(None, dest).map_err(|e| io(e.into()))?;
+    ctx.export_commit(&repo, url, commit.id(), &root, "", 0)?;
     let commit_time = commit.committer().when().seconds();
     let fetched = FetchedSource {
         commit: commit.id().to_string(),
@@ -334,14 +339,57 @@ pub fn fetch_tag(
     Ok(fetched)
 }
 
+/// Deepest directory nesting a tree may have (git's own `core.maxTreeDepth`
+/// default); deeper trees are refused rather than walked.
+const MAX_TREE_DEPTH: usize = 4096;
+
+/// Writes a tag's tree into the export directory.
+///
+/// Every file, link and directory is created relative to a descriptor of
+/// the directory that holds it, never by path: directories with `mkdirat`
+/// and then opened with `O_NOFOLLOW | O_DIRECTORY`, files with `O_CREAT |
+/// O_EXCL | O_NOFOLLOW`, links with `symlinkat`, all of which fail on a
+/// name that exists. So the export never follows a link it created: a
+/// crafted tree holding a link `f -> /etc/passwd` and then a file `f`, or a
+/// link `d -> /elsewhere` and then a directory `d`, cannot write outside the
+/// export directory. Such a tree, like any with two entries of one name, is
+/// refused with an error naming the tag and the path.
 struct Export<'a> {
     url: &'a str,
     tag: &'a str,
+    /// The export directory, for messages.
+    dest: &'a Path,
     cache_root: &'a Path,
     submodules: bool,
     deadline: Instant,
     timeout: Duration,
     abort: &'a Abort,
+}
+
+/// `openat(2)` (relative to the working directory when `dir` is `None`),
+/// returning a descriptor that closes itself.
+#[allow(unsafe_code)]
+fn open_at(
+    dir: Option<RawFd>,
+    name: &(impl nix::NixPath + ?Sized),
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
+    let fd = openat(dir, name, flags | OFlag::O_CLOEXEC, mode)?;
+    // SAFETY: `openat` succeeded, so `fd` is an open descriptor, and
+    // nothing else owns it: it is handed out once, here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the directory `name` inside `dir` (or the path `name` when `dir`
+/// is `None`) without following a link.
+fn open_dir_at(dir: Option<RawFd>, name: &(impl nix::NixPath + ?Sized)) -> nix::Result<OwnedFd> {
+    open_at(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
 }
 
 impl Export<'_> {
@@ -353,12 +401,40 @@ impl Export<'_> {
         }
     }
 
+    /// An error creating `path` (relative to the export directory). The
+    /// export directory starts empty, so a name that already exists can
+    /// only come from the tree itself: that is reported as an unsafe tree.
+    fn write_error(&self, path: &str, e: std::io::Error) -> GitError {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return self.unsafe_tree(format!("{path:?} already exists"));
+        }
+        GitError::Io {
+            path: self.dest.join(path),
+            source: e,
+        }
+    }
+
+    /// Opens `rel` (`a/b/`, directories this export created) below `root`,
+    /// one component at a time, following no link.
+    fn open_beneath(&self, root: &OwnedFd, prefix: &str, rel: &str) -> Result<OwnedFd, GitError> {
+        let io = |e: std::io::Error| self.write_error(&format!("{prefix}{rel}"), e);
+        let mut dir = root.try_clone().map_err(io)?;
+        for name in rel.split('/').filter(|n| !n.is_empty()) {
+            dir = open_dir_at(Some(dir.as_raw_fd()), name).map_err(|e| io(e.into()))?;
+        }
+        Ok(dir)
+    }
+
+    /// Exports the tree of `commit` (of `repo`, fetched from `repo_url`)
+    /// into the directory `root`, which is `prefix` below the export
+    /// directory (`""`, or a submodule's `vendor/lib/`).
     fn export_commit(
         &self,
         repo: &Repository,
         repo_url: &str,
         commit: Oid,
-        dest: &Path,
+        root: &OwnedFd,
+        prefix: &str,
         depth: usize,
     ) -> Result<(), GitError> {
         if depth > 8 {
@@ -375,53 +451,60 @@ impl Export<'_> {
             .tree()
             .map_err(gerr)?;
         let mut gitlinks: Vec<(String, Oid)> = Vec::new();
-        let mut failure: Option<GitError> = None;
-        tree.walk(TreeWalkMode::PreOrder, |root, entry| {
-            let Ok(name) = entry.name() else {
-                failure = Some(self.unsafe_tree(format!("non-UTF-8 name under {root:?}")));
-                return git2::TreeWalkResult::Abort;
-            };
-            if name.is_empty()
-                || name == "."
-                || name == ".."
-                || name.contains('/')
-                || name.contains('\0')
-                || name.eq_ignore_ascii_case(".git")
-            {
-                failure = Some(self.unsafe_tree(format!("entry {root}{name:?} is not allowed")));
-                return git2::TreeWalkResult::Abort;
+        // Trees still to write: (id, path below `root`: "" or "a/b/").
+        let mut pending: Vec<(Oid, String)> = vec![(tree.id(), String::new())];
+        while let Some((id, rel)) = pending.pop() {
+            if rel.matches('/').count() >= MAX_TREE_DEPTH {
+                let path = format!("{prefix}{rel}");
+                return Err(self.unsafe_tree(format!(
+                    "{path:?} is nested more than {MAX_TREE_DEPTH} directories deep"
+                )));
             }
-            let rel = format!("{root}{name}");
-            let path = dest.join(&rel);
-            let io = |source| GitError::Io {
-                path: path.clone(),
-                source,
-            };
-            let result = match entry.kind() {
-                Some(ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(io),
-                Some(ObjectType::Blob) => write_blob(repo, entry.id(), entry.filemode(), &path)
-                    .map_err(|e| match e {
-                        BlobError::Git(source) => gerr(source),
-                        BlobError::Io(source) => io(source),
-                    }),
-                Some(ObjectType::Commit) => {
-                    gitlinks.push((rel.clone(), entry.id()));
-                    std::fs::create_dir_all(&path).map_err(io)
+            let subtree = repo.find_tree(id).map_err(gerr)?;
+            let dir = self.open_beneath(root, prefix, &rel)?;
+            let mut seen: HashSet<Vec<u8>> = HashSet::new();
+            for entry in subtree.iter() {
+                let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
+                    let path = format!("{prefix}{rel}");
+                    return Err(self.unsafe_tree(format!("non-UTF-8 name under {path:?}")));
+                };
+                let path = format!("{prefix}{rel}{name}");
+                if name.is_empty()
+                    || name == "."
+                    || name == ".."
+                    || name.contains('/')
+                    || name.contains('\0')
+                    || name.eq_ignore_ascii_case(".git")
+                {
+                    return Err(self.unsafe_tree(format!("entry {path:?} is not allowed")));
                 }
-                _ => Ok(()),
-            };
-            match result {
-                Ok(()) => git2::TreeWalkResult::Ok,
-                Err(e) => {
-                    failure = Some(e);
-                    git2::TreeWalkResult::Abort
+                if !seen.insert(name.as_bytes().to_vec()) {
+                    return Err(self.unsafe_tree(format!("two entries named {path:?}")));
+                }
+                let mkdir = || {
+                    mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
+                        .map_err(|e| self.write_error(&path, e.into()))
+                };
+                match entry.kind() {
+                    Some(ObjectType::Tree) => {
+                        mkdir()?;
+                        pending.push((entry.id(), format!("{rel}{name}/")));
+                    }
+                    Some(ObjectType::Blob) => {
+                        write_blob(repo, entry.id(), entry.filemode(), &dir, name).map_err(
+                            |e| match e {
+                                BlobError::Git(source) => gerr(source),
+                                BlobError::Io(e) => self.write_error(&path, e),
+                            },
+                        )?;
+                    }
+                    Some(ObjectType::Commit) => {
+                        mkdir()?;
+                        gitlinks.push((format!("{rel}{name}"), entry.id()));
+                    }
+                    _ => {}
                 }
             }
-        })
-        .map_err(gerr)
-        .ok();
-        if let Some(e) = failure {
-            return Err(e);
         }
         if !self.submodules || gitlinks.is_empty() {
             return Ok(());
@@ -471,7 +554,9 @@ impl Export<'_> {
                     "submodule {path:?} commit {oid} not found in {sub_url}"
                 )));
             }
-            self.export_commit(&sub, &sub_url, oid, &dest.join(&path), depth + 1)?;
+            let dir = self.open_beneath(root, prefix, &path)?;
+            let sub_prefix = format!("{prefix}{path}/");
+            self.export_commit(&sub, &sub_url, oid, &dir, &sub_prefix, depth + 1)?;
         }
         Ok(())
     }
@@ -482,21 +567,38 @@ enum BlobError {
     Io(std::io::Error),
 }
 
-fn write_blob(repo: &Repository, id: Oid, mode: i32, path: &Path) -> Result<(), BlobError> {
-    use std::os::unix::fs::PermissionsExt;
+/// Writes the blob `id` as `name` inside `dir`: a link for mode 120000,
+/// else a file (executable for 100755). Never replaces or follows
+/// anything already there.
+fn write_blob(
+    repo: &Repository,
+    id: Oid,
+    mode: i32,
+    dir: &OwnedFd,
+    name: &str,
+) -> Result<(), BlobError> {
     let blob = repo.find_blob(id).map_err(BlobError::Git)?;
+    let io = |e: nix::Error| BlobError::Io(e.into());
     if mode == 0o120000 {
-        let target = std::ffi::OsStr::new(std::str::from_utf8(blob.content()).map_err(|_| {
+        let target = std::str::from_utf8(blob.content()).map_err(|_| {
             BlobError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "symlink target is not UTF-8",
             ))
-        })?);
-        return std::os::unix::fs::symlink(target, path).map_err(BlobError::Io);
+        })?;
+        return symlinkat(target, Some(dir.as_raw_fd()), name).map_err(io);
     }
-    std::fs::write(path, blob.content()).map_err(BlobError::Io)?;
+    let fd = open_at(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(io)?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, blob.content()).map_err(BlobError::Io)?;
     let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(perm)).map_err(BlobError::Io)
+    fchmod(file.as_raw_fd(), Mode::from_bits_truncate(perm)).map_err(io)
 }
 
 /// (path, url) pairs from the tree's `.gitmodules`.
@@ -769,6 +871,141 @@ mod tests {
         .unwrap();
         assert!(without.join("vendor/lib").is_dir());
         assert!(!without.join("vendor/lib/lib.c").exists());
+    }
+
+    /// A commit of `upstream` whose tree is the raw `entries` (mode, name,
+    /// id), duplicates and all, tagged `tag`.
+    fn crafted_tag(upstream: &Path, entries: &[(&str, &str, Oid)], tag: &str) {
+        let repo = Repository::open(upstream).unwrap();
+        let odb = repo.odb().unwrap();
+        let tree = odb.write(ObjectType::Tree, &raw_tree(entries)).unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let sig =
+            git2::Signature::new("t", "t@example.org", &git2::Time::new(1_700_000_000, 0)).unwrap();
+        let commit = repo
+            .commit(None, &sig, &sig, "crafted", &tree, &[])
+            .unwrap();
+        repo.reference(&format!("refs/tags/{tag}"), commit, false, "")
+            .unwrap();
+    }
+
+    fn raw_tree(entries: &[(&str, &str, Oid)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (mode, name, id) in entries {
+            out.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            out.extend_from_slice(id.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn crafted_trees_never_write_through_a_link() {
+        let t = tempfile::tempdir().unwrap();
+        let up = t.path().join("up");
+        upstream(&up);
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let victim_dir = t.path().join("victim_dir");
+        std::fs::create_dir(&victim_dir).unwrap();
+        let repo = Repository::open(&up).unwrap();
+        let blob = |data: &[u8]| repo.blob(data).unwrap();
+        let to_file = blob(victim.to_str().unwrap().as_bytes());
+        let to_dir = blob(victim_dir.to_str().unwrap().as_bytes());
+        let pwned = blob(b"pwned");
+        let inner = repo
+            .odb()
+            .unwrap()
+            .write(
+                ObjectType::Tree,
+                &raw_tree(&[("100644", "pwned.txt", pwned)]),
+            )
+            .unwrap();
+        let sub = repo
+            .odb()
+            .unwrap()
+            .write(
+                ObjectType::Tree,
+                &raw_tree(&[("120000", "lnk", to_dir), ("40000", "lnk", inner)]),
+            )
+            .unwrap();
+        crafted_tag(
+            &up,
+            &[("120000", "f", to_file), ("100644", "f", pwned)],
+            "file",
+        );
+        crafted_tag(&up, &[("100644", "ok", pwned), ("40000", "d", sub)], "dir");
+        crafted_tag(
+            &up,
+            &[("100644", "f", pwned), ("100755", "f", pwned)],
+            "twice",
+        );
+        crafted_tag(
+            &up,
+            &[("40000", "f", inner), ("100644", "f", pwned)],
+            "dir-file",
+        );
+
+        let url = up.to_str().unwrap();
+        let cache = t.path().join("git").join(cache_name(url));
+        for (tag, path) in [
+            ("file", "\"f\""),
+            ("dir", "\"d/lnk\""),
+            ("twice", "\"f\""),
+            ("dir-file", "\"f\""),
+        ] {
+            let dest = t.path().join(format!("src-{tag}"));
+            let e = fetch_tag(
+                &cache,
+                url,
+                tag,
+                &dest,
+                false,
+                Duration::from_secs(30),
+                &Abort::new(),
+            )
+            .unwrap_err();
+            assert!(matches!(e, GitError::UnsafeTree { .. }), "{tag}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("{url} {tag}: two entries named {path}")),
+                "{tag}: {msg}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(std::fs::read_dir(&victim_dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn export_does_not_follow_a_link_in_place() {
+        // Even when the export directory already holds a link (which the
+        // export never makes itself), nothing is written through it.
+        let t = tempfile::tempdir().unwrap();
+        let up = t.path().join("up");
+        upstream(&up);
+        let victim = t.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let dest = t.path().join("src");
+        std::fs::create_dir(&dest).unwrap();
+        std::os::unix::fs::symlink(&victim, dest.join("sub")).unwrap();
+        std::fs::write(victim.join("hello.sh"), "mine").unwrap();
+        std::os::unix::fs::symlink(victim.join("hello.sh"), dest.join("hello.sh")).unwrap();
+        let url = up.to_str().unwrap();
+        let e = fetch_tag(
+            &t.path().join("git").join(cache_name(url)),
+            url,
+            "v1.0.0",
+            &dest,
+            false,
+            Duration::from_secs(30),
+            &Abort::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("v1.0.0"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(victim.join("hello.sh")).unwrap(),
+            "mine"
+        );
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
     }
 
     #[test]

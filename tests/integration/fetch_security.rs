@@ -1,0 +1,150 @@
+//! The fetch against hostile upstreams (DESIGN.md section 18): crafted
+//! trees cannot write outside the source directory, submodules of a remote
+//! upstream cannot pull local repositories, and a tag farmhand cannot use
+//! does not hide the others or flood the log.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+/// `git hash-object -w --literally -t <kind>` of `data` in `repo`: writes
+/// objects `git mktree` would refuse (two entries of one name).
+fn write_object(repo: &Path, kind: &str, data: &[u8]) -> String {
+    let mut child = Command::new("git")
+        .args(["hash-object", "-w", "--literally", "--stdin", "-t", kind])
+        .current_dir(repo)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "git hash-object: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A raw tree object from `(mode, name, object id)` entries, in the order
+/// given (duplicates allowed).
+fn raw_tree(entries: &[(&str, &str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (mode, name, oid) in entries {
+        out.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+        out.extend_from_slice(&hex::decode(oid).unwrap());
+    }
+    out
+}
+
+/// Commits `tree` on top of HEAD in `repo` and tags the commit `tag`.
+fn commit_tree_and_tag(repo: &Path, tree: &str, tag: &str) {
+    let head = git(repo, &["rev-parse", "HEAD"]);
+    let commit = git(
+        repo,
+        &[
+            "commit-tree",
+            tree,
+            "-p",
+            head.trim(),
+            "-m",
+            &format!("crafted {tag}"),
+        ],
+    );
+    git(repo, &["tag", tag, commit.trim()]);
+}
+
+#[test]
+fn crafted_trees_cannot_write_through_links() {
+    let farm = Farm::new();
+    let served = farm.root.join("served");
+    let up = Upstream::new(&served.join("up"));
+    up.release("v0.9.0");
+
+    // The victims live in this test's own temporary directory.
+    let victim_file = farm.root.join("victim/file");
+    std::fs::create_dir_all(victim_file.parent().unwrap()).unwrap();
+    std::fs::write(&victim_file, "untouched\n").unwrap();
+    let victim_dir = farm.root.join("victim_dir");
+    std::fs::create_dir_all(&victim_dir).unwrap();
+
+    let repo = &up.path;
+    let version = write_object(repo, "blob", b"crafted\n");
+    // v1.0.0: a link `f` to the victim file, then a file `f`.
+    let link_file = write_object(repo, "blob", victim_file.display().to_string().as_bytes());
+    let pwned = write_object(repo, "blob", b"pwned\n");
+    let tree = raw_tree(&[
+        ("100644", "VERSION", &version),
+        ("120000", "f", &link_file),
+        ("100644", "f", &pwned),
+    ]);
+    let tree = write_object(repo, "tree", &tree);
+    commit_tree_and_tag(repo, &tree, "v1.0.0");
+    // v1.1.0: under `a/`, a link `lnk` to the victim directory, then a
+    // directory `lnk` holding `pwned.txt`.
+    let link_dir = write_object(repo, "blob", victim_dir.display().to_string().as_bytes());
+    let inner = write_object(repo, "tree", &raw_tree(&[("100644", "pwned.txt", &pwned)]));
+    let a = write_object(
+        repo,
+        "tree",
+        &raw_tree(&[("120000", "lnk", &link_dir), ("40000", "lnk", &inner)]),
+    );
+    let tree = write_object(
+        repo,
+        "tree",
+        &raw_tree(&[("100644", "VERSION", &version), ("40000", "a", &a)]),
+    );
+    commit_tree_and_tag(repo, &tree, "v1.1.0");
+
+    let daemon = GitDaemon::start(&served);
+    farm.write_config("");
+    let script =
+        "#!/bin/sh\nset -eu\nmkdir -p \"$DESTDIR/share\"\ncp VERSION \"$DESTDIR/share/\"\n";
+    let pattern = "tag_pattern = '^v(\\d+\\.\\d+\\.\\d+)$'";
+    farm.recipe(
+        "local",
+        &format!("[upstream]\ngit = \"{}\"\n{pattern}\n", up.url()),
+        script,
+    );
+    farm.recipe(
+        "net",
+        &format!("[upstream]\ngit = \"{}\"\n{pattern}\n", daemon.url("up")),
+        script,
+    );
+    let log = farm.once_ok();
+
+    assert_eq!(
+        std::fs::read_to_string(&victim_file).unwrap(),
+        "untouched\n",
+        "the fetch wrote through a link:\n{log}"
+    );
+    let planted: Vec<_> = std::fs::read_dir(&victim_dir).unwrap().collect();
+    assert!(planted.is_empty(), "files planted: {planted:?}\n{log}");
+
+    // The honest tag builds; both crafted ones fail at the fetch, naming
+    // the tag and the path.
+    let ids = archive_ids(&farm);
+    assert!(ids.contains(&"local@0.9.0-1".to_string()), "{ids:?}\n{log}");
+    assert!(ids.contains(&"net@0.9.0-1".to_string()), "{ids:?}\n{log}");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let book = read_json(&farm.state().join("state.json"));
+    for recipe in ["local", "net"] {
+        for (version, tag, path) in [
+            ("1.0.0-1", "v1.0.0", "\"f\""),
+            ("1.1.0-1", "v1.1.0", "\"a/lnk\""),
+        ] {
+            let err = book["failures"][format!("{recipe}@{version}")]["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{recipe}@{version} did not fail: {book:#}\n{log}"));
+            assert!(
+                err.contains(tag) && err.contains(path),
+                "{recipe}@{version}: {err}"
+            );
+        }
+    }
+    drop(daemon);
+}
