@@ -227,10 +227,102 @@ fn open_cache(cache: &Path) -> Result<Repository, GitError> {
 }
 
 fn is_local(url: &str) -> bool {
-    url.starts_with('/')
-        || url.starts_with("file://")
-        || url.starts_with("./")
-        || url.starts_with("../")
+    url_kind(url) == Ok(UrlKind::Local)
+}
+
+/// Where a git URL leads, as libgit2 reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlKind {
+    /// Over the network: `https://`, `http://`, `git://`, `ssh://` (and
+    /// `git+ssh://`, `ssh+git://`), or scp-style `[user@]host:path`.
+    Remote,
+    /// This machine's file system: a path (absolute or relative) or a
+    /// `file://` URL.
+    Local,
+}
+
+/// Classifies `url` the way libgit2 picks a transport. `Err` (the reason)
+/// for a URL no fetch may use: git's `<helper>::<address>` forms (`ext::`
+/// runs a command), schemes libgit2 has no transport for, and anything
+/// that reads as a command-line option.
+pub fn url_kind(url: &str) -> Result<UrlKind, String> {
+    if url.starts_with('-') {
+        return Err("it starts with '-'".into());
+    }
+    let is_scheme = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    };
+    if let Some((helper, _)) = url.split_once("::") {
+        if is_scheme(helper) {
+            return Err(format!("the {helper}:: transport is refused"));
+        }
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        if is_scheme(scheme) {
+            return match scheme.to_ascii_lowercase().as_str() {
+                "https" | "http" | "git" | "ssh" | "git+ssh" | "ssh+git" => Ok(UrlKind::Remote),
+                "file" => Ok(UrlKind::Local),
+                _ => Err(format!("the {scheme}:// scheme is not supported")),
+            };
+        }
+    }
+    // scp-style `host:path` has a colon before any slash (git's rule). A
+    // libgit2 without ssh reads it as a path when that directory exists,
+    // so an existing path is local whatever its form.
+    let scp = url
+        .find(':')
+        .is_some_and(|colon| colon > 0 && !url[..colon].contains('/'));
+    if scp && !Path::new(url).exists() {
+        Ok(UrlKind::Remote)
+    } else {
+        Ok(UrlKind::Local)
+    }
+}
+
+/// The file-system path a local URL names (`file://` and `localhost`
+/// removed, `%XX` decoded as libgit2 does).
+fn local_path(url: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let Some(rest) = url
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("file://"))
+        .map(|_| &url[7..])
+    else {
+        return PathBuf::from(url);
+    };
+    let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+    let bytes = rest.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// At most `max` bytes of `s` (cut at a character boundary), for messages:
+/// URLs and names from an upstream can be arbitrarily long.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Fetches `refspecs` from `url` into `repo`, shallow when the transport
@@ -517,6 +609,7 @@ impl Export<'_> {
                 );
             };
             let sub_url = resolve_submodule_url(repo_url, sub_url);
+            self.check_submodule_url(repo_url, &path, &sub_url)?;
             let cache = self
                 .cache_root
                 .join("submodules")
@@ -557,6 +650,54 @@ impl Export<'_> {
             let dir = self.open_beneath(root, prefix, &path)?;
             let sub_prefix = format!("{prefix}{path}/");
             self.export_commit(&sub, &sub_url, oid, &dir, &sub_prefix, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl Export<'_> {
+    /// The submodule rule (DESIGN.md section 18): the submodule at `path`
+    /// of the repository fetched from `parent` may be fetched from `url`
+    /// (already resolved against `parent`).
+    ///
+    /// * A submodule of a remote repository must be remote: a local path
+    ///   or `file://` URL there would let an upstream pull any repository
+    ///   the daemon can read (other recipes' git caches under
+    ///   `state_dir/git`, say) into its build.
+    /// * A submodule of a local repository may be local too. The operator
+    ///   chose that repository on this machine, as someone running `git`
+    ///   by hand does, whose `protocol.file.allow=user` default lets its
+    ///   own commands follow local submodules; tests and the demo rely on
+    ///   it. Its submodules still never reach into farmhand's own object
+    ///   caches (`state_dir/git`, the directory holding this upstream's
+    ///   cache and the submodule caches). A remote
+    ///   submodule's own submodules are held to the remote rule, so no
+    ///   chain that passed through the network ever comes back local.
+    /// * `ext::` and other `<helper>::` URLs, and unknown schemes, are
+    ///   refused everywhere.
+    fn check_submodule_url(&self, parent: &str, path: &str, url: &str) -> Result<(), GitError> {
+        let shown = clip(url, 200);
+        let kind = url_kind(url).map_err(|why| {
+            self.unsafe_tree(format!("submodule {path:?} has the URL {shown:?}: {why}"))
+        })?;
+        if kind == UrlKind::Remote {
+            return Ok(());
+        }
+        if url_kind(parent) != Ok(UrlKind::Local) {
+            return Err(self.unsafe_tree(format!(
+                "submodule {path:?} has the local URL {shown:?}: \
+                 submodules of a remote upstream must be remote (https, ssh, git)"
+            )));
+        }
+        if let (Ok(sub), Ok(caches)) = (
+            std::fs::canonicalize(local_path(url)),
+            std::fs::canonicalize(self.cache_root),
+        ) {
+            if sub.starts_with(&caches) {
+                return Err(self.unsafe_tree(format!(
+                    "submodule {path:?} has the URL {shown:?}, inside farmhand's git caches"
+                )));
+            }
         }
         Ok(())
     }
@@ -649,20 +790,35 @@ pub fn resolve_submodule_url(parent: &str, url: &str) -> String {
     }
     let mut base = parent.trim_end_matches('/').to_string();
     let mut rest = url;
+    // The separator before the part removed last: `git@host:app.git` and
+    // `../lib.git` give `git@host:lib.git`, as git does.
+    let mut sep = '/';
     loop {
         if let Some(r) = rest.strip_prefix("./") {
             rest = r;
         } else if let Some(r) = rest.strip_prefix("../") {
             rest = r;
-            match base.rfind(['/', ':']) {
-                Some(i) => base.truncate(i),
-                None => base.clear(),
+            // The last directory goes; without one, what follows the
+            // colon of `host:path` (git's `chop_last_dir`).
+            match (base.rfind('/'), base.rfind(':')) {
+                (Some(i), _) => {
+                    sep = '/';
+                    base.truncate(i);
+                }
+                (None, Some(i)) => {
+                    sep = ':';
+                    base.truncate(i);
+                }
+                (None, None) => {
+                    sep = '/';
+                    base.clear();
+                }
             }
         } else {
             break;
         }
     }
-    format!("{base}/{rest}")
+    format!("{base}{sep}{rest}")
 }
 
 /// Removes the `*.lock` files a crash (or a killed git) can leave in the
@@ -1019,6 +1175,107 @@ mod tests {
             resolve_submodule_url("/srv/app", "https://h/x"),
             "https://h/x"
         );
+        assert_eq!(
+            resolve_submodule_url("git@host:org/app.git", "../lib.git"),
+            "git@host:org/lib.git"
+        );
+        assert_eq!(
+            resolve_submodule_url("git@host:org/app.git", "../../lib.git"),
+            "git@host:lib.git"
+        );
+        // Climbing out of the top gives an absolute path, which
+        // `check_submodule_url` refuses below a remote upstream.
+        assert_eq!(resolve_submodule_url("git@host:a", "../../x"), "/x");
+    }
+
+    #[test]
+    fn urls_are_classified_like_libgit2_does() {
+        for url in [
+            "https://github.com/a/b",
+            "HTTPS://github.com/a/b",
+            "http://h/x",
+            "git://127.0.0.1:9418/x",
+            "ssh://git@h/x",
+            "git+ssh://h/x",
+            "git@github.com:a/b.git",
+            "host:path",
+        ] {
+            assert_eq!(url_kind(url), Ok(UrlKind::Remote), "{url}");
+        }
+        let t = tempfile::tempdir().unwrap();
+        let odd = t.path().join("dir:with-colon");
+        std::fs::create_dir(&odd).unwrap();
+        let odd = odd.to_str().unwrap().to_string();
+        for url in [
+            "/srv/git/x",
+            "file:///srv/git/x",
+            "FILE:///srv/git/x",
+            "./x",
+            "../x",
+            "x",
+            "a/b:c",
+            odd.as_str(),
+        ] {
+            assert_eq!(url_kind(url), Ok(UrlKind::Local), "{url}");
+        }
+        for url in [
+            "ext::sh -c touch% /tmp/x",
+            "fd::17",
+            "ftp://h/x",
+            "-oProxyCommand=x",
+        ] {
+            assert!(url_kind(url).is_err(), "{url}");
+        }
+        assert_eq!(local_path("file:///a%20b/c"), Path::new("/a b/c"));
+        assert_eq!(local_path("file://localhost/a"), Path::new("/a"));
+        assert_eq!(local_path("/a%20b"), Path::new("/a%20b"));
+    }
+
+    #[test]
+    fn local_submodules_never_reach_the_git_caches() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        // Another recipe's object cache, with a commit worth stealing.
+        let other = state.join("git").join("other.git");
+        std::fs::create_dir_all(&other).unwrap();
+        git(&other, &["init", "-q", "-b", "main"]);
+        std::fs::write(other.join("secret"), "s\n").unwrap();
+        git(&other, &["add", "-A"]);
+        git(&other, &["commit", "-q", "-m", "secret"]);
+        let app = t.path().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        git(&app, &["init", "-q", "-b", "main"]);
+        git(
+            &app,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                other.to_str().unwrap(),
+                "vendor/x",
+            ],
+        );
+        git(&app, &["commit", "-q", "-m", "app"]);
+        git(&app, &["tag", "v1"]);
+        let url = app.to_str().unwrap();
+        let e = fetch_tag(
+            &state.join("git").join(cache_name(url)),
+            url,
+            "v1",
+            &state.join("sources/app"),
+            true,
+            Duration::from_secs(30),
+            &Abort::new(),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("submodule \"vendor/x\"") && msg.contains("git caches"),
+            "{msg}"
+        );
+        assert!(!state.join("sources/app/vendor/x/secret").exists());
     }
 
     #[test]

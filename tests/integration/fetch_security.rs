@@ -148,3 +148,144 @@ fn crafted_trees_cannot_write_through_links() {
     }
     drop(daemon);
 }
+
+#[test]
+fn submodules_of_a_remote_upstream_must_be_remote() {
+    let farm = Farm::new();
+    let served = farm.root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let daemon = GitDaemon::start(&served);
+
+    // A repository the daemon can read but no upstream may reach: it
+    // stands for other recipes' git caches under state_dir/git.
+    let secret = Upstream::new(&farm.root.join("secret"));
+    secret.commit("secret.txt", "farm secret\n", "secret");
+    // A library served over git:// like the application.
+    let lib = Upstream::new(&served.join("lib"));
+    lib.commit("lib.txt", "library\n", "library");
+
+    let app = Upstream::new(&served.join("app"));
+    let add = |url: &str, path: &str| {
+        git(
+            &app.path,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "add",
+                "-q",
+                url,
+                path,
+            ],
+        );
+    };
+    add(&lib.url(), "vendor/lib");
+    git(&app.path, &["commit", "-q", "-m", "vendor the library"]);
+    let set_url = |name: &str, url: &str, tag: &str| {
+        git(
+            &app.path,
+            &[
+                "config",
+                "-f",
+                ".gitmodules",
+                &format!("submodule.{name}.url"),
+                url,
+            ],
+        );
+        git(&app.path, &["add", ".gitmodules"]);
+        git(&app.path, &["commit", "-q", "--allow-empty", "-m", tag]);
+        git(&app.path, &["tag", tag]);
+    };
+    let ext_marker = farm.root.join("ext-ran");
+    // v1.0.0: the library over git://, as it should be.
+    set_url("vendor/lib", &daemon.url("lib"), "v1.0.0");
+    add(&secret.url(), "vendor/secret");
+    // v1.1.0: an absolute path.
+    set_url("vendor/secret", &secret.url(), "v1.1.0");
+    // v1.2.0: a file:// URL.
+    set_url(
+        "vendor/secret",
+        &format!("file://{}", secret.path.display()),
+        "v1.2.0",
+    );
+    // v1.3.0: a relative URL, which is local for a local upstream only.
+    set_url("vendor/secret", "../../secret", "v1.3.0");
+    // v1.4.0: git's ext:: transport runs a command.
+    set_url(
+        "vendor/secret",
+        &format!("ext::sh -c touch% {}", ext_marker.display()),
+        "v1.4.0",
+    );
+    // v1.5.0: the secret back at its remote, but served over git://
+    // instead (not served: the fetch fails, yet not for being local).
+    set_url("vendor/secret", &daemon.url("secret"), "v1.5.0");
+
+    farm.write_config("");
+    let script = "#!/bin/sh\nset -eu\nd=\"$DESTDIR/share\"\nmkdir -p \"$d\"\n\
+                  cat vendor/lib/lib.txt > \"$d/lib\"\n\
+                  if [ -e vendor/secret/secret.txt ]; then cp vendor/secret/secret.txt \"$d/\"; fi\n";
+    let pattern = "tag_pattern = '^v(\\d+\\.\\d+\\.\\d+)$'\nsubmodules = true";
+    farm.recipe(
+        "net",
+        &format!("[upstream]\ngit = \"{}\"\n{pattern}\n", daemon.url("app")),
+        script,
+    );
+    farm.recipe(
+        "local",
+        &format!("[upstream]\ngit = \"{}\"\n{pattern}\n", app.url()),
+        script,
+    );
+    let log = farm.once_ok();
+    let book = read_json(&farm.state().join("state.json"));
+    let error = |key: &str| -> String {
+        book["failures"][key]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} did not fail: {book:#}\n{log}"))
+            .to_string()
+    };
+
+    // The remote upstream: every local URL fails, naming the submodule.
+    for version in ["1.1.0-1", "1.2.0-1", "1.4.0-1"] {
+        let err = error(&format!("net@{version}"));
+        assert!(
+            err.contains("submodule \"vendor/secret\""),
+            "{version}: {err}"
+        );
+    }
+    for version in ["1.1.0-1", "1.2.0-1"] {
+        let err = error(&format!("net@{version}"));
+        assert!(err.contains("must be remote"), "{version}: {err}");
+    }
+    // A relative URL resolves against the git:// upstream: remote, so it
+    // is fetched (and fails only because nothing serves it).
+    let err = error("net@1.3.0-1");
+    assert!(!err.contains("must be remote"), "{err}");
+    assert!(!error("net@1.5.0-1").contains("must be remote"));
+    assert!(!ext_marker.exists(), "ext:: ran a command");
+
+    // The local upstream may use local submodules, never ext::.
+    let err = error("local@1.4.0-1");
+    assert!(err.contains("submodule \"vendor/secret\""), "{err}");
+    assert!(!ext_marker.exists(), "ext:: ran a command");
+
+    let ids = archive_ids(&farm);
+    let mut expected = vec![
+        "net@1.0.0-1",
+        "local@1.0.0-1",
+        "local@1.1.0-1",
+        "local@1.2.0-1",
+        "local@1.3.0-1",
+    ];
+    let mut got: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "{log}");
+    // Nothing published for the remote upstream carries the secret.
+    for e in read_tar_zst(&farm.repo().join(format!(
+        "pool/net/net_1.0.0-1_{}.tar.zst",
+        std::env::consts::ARCH
+    ))) {
+        assert!(!e.path.contains("secret"), "{}", e.path);
+    }
+    drop(daemon);
+}
