@@ -20,11 +20,14 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, mkdirat, Mode};
 use nix::unistd::symlinkat;
 
+use crate::model::tags::{unusable_tag, MAX_TAG_LEN};
+
 /// A git failure, naming the upstream and what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    /// libgit2 reported an error.
-    #[error("{what} {url}: {source}")]
+    /// libgit2 reported an error (cut to 400 bytes: it may quote names
+    /// an upstream sent).
+    #[error("{what} {url}: {}", clip(&.source.to_string(), 400))]
     Git {
         /// What was being done.
         what: &'static str,
@@ -148,8 +151,46 @@ fn callbacks<'a>(
 
 /// Lists the tag names of a remote without cloning it (`git ls-remote
 /// --tags`). Peeled `^{}` entries are folded into their tag.
+///
+/// A tag farmhand cannot use (longer than [`MAX_TAG_LEN`], not a valid ref
+/// name, not UTF-8) is listed as its short stand-in from [`unusable_tag`],
+/// never whole: the poll warns about it when the recipe's pattern could
+/// match it, and the other tags are listed as usual. A local upstream is
+/// read directly (see [`local_ref_names`]), since libgit2's local transport
+/// fails the whole listing on one such ref.
 pub fn list_tags(url: &str, timeout: Duration, abort: &Abort) -> Result<Vec<String>, GitError> {
     init_libgit2();
+    let names = if is_local(url) {
+        local_ref_names(url)?
+    } else {
+        remote_ref_names(url, timeout, abort)?
+    };
+    let mut tags: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(b"refs/tags/"))
+        .map(|t| t.strip_suffix(b"^{}").unwrap_or(t))
+        .map(|t| match usable_tag(t) {
+            Some(tag) => tag.to_string(),
+            None => unusable_tag(t),
+        })
+        .collect();
+    tags.sort();
+    tags.dedup();
+    Ok(tags)
+}
+
+/// `tag` as text when farmhand can use it: UTF-8, at most [`MAX_TAG_LEN`]
+/// bytes, and `refs/tags/<tag>` a valid ref name.
+fn usable_tag(tag: &[u8]) -> Option<&str> {
+    let tag = std::str::from_utf8(tag).ok()?;
+    let valid = !tag.is_empty()
+        && tag.len() <= MAX_TAG_LEN
+        && git2::Reference::is_valid_name(&format!("refs/tags/{tag}"));
+    valid.then_some(tag)
+}
+
+/// The ref names a remote advertises (`git ls-remote`).
+fn remote_ref_names(url: &str, timeout: Duration, abort: &Abort) -> Result<Vec<Vec<u8>>, GitError> {
     let what = "ls-remote";
     let start = Instant::now();
     let gerr = |source| GitError::Git {
@@ -167,14 +208,205 @@ pub fn list_tags(url: &str, timeout: Duration, abort: &Abort) -> Result<Vec<Stri
     let heads = conn
         .list()
         .map_err(|e| classify(e, what, url, start, timeout, abort))?;
-    let mut tags: Vec<String> = heads
+    // git2 panics on a name that is not UTF-8, which a server may send:
+    // such a ref is left out rather than failing the listing.
+    Ok(heads
         .iter()
-        .filter_map(|h| h.name().strip_prefix("refs/tags/"))
-        .map(|t| t.strip_suffix("^{}").unwrap_or(t).to_string())
-        .collect();
-    tags.sort();
-    tags.dedup();
-    Ok(tags)
+        .filter_map(|h| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                h.name().as_bytes().to_vec()
+            }))
+            .ok()
+        })
+        .collect())
+}
+
+/// Opens the repository a local URL names (a path or `file://`), as
+/// libgit2's local transport does, without searching parent directories.
+fn open_local(url: &str, what: &'static str) -> Result<Repository, GitError> {
+    Repository::open_ext(
+        local_path(url),
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .map_err(|source| GitError::Git {
+        what,
+        url: url.to_string(),
+        source,
+    })
+}
+
+/// The ref names of a local repository, read through its ref database one
+/// at a time, as stored (bytes: git allows names that are not UTF-8).
+/// libgit2's local transport looks every ref up by a name it normalises
+/// into a buffer of 1,024 bytes, so a single longer tag (git keeps one in
+/// `packed-refs` without complaint) failed the whole listing.
+fn local_ref_names(url: &str) -> Result<Vec<Vec<u8>>, GitError> {
+    let what = "ls-remote";
+    let gerr = |source| GitError::Git {
+        what,
+        url: url.to_string(),
+        source,
+    };
+    let repo = open_local(url, what)?;
+    let refs = repo.references().map_err(gerr)?;
+    let mut names = Vec::new();
+    for r in refs {
+        names.push(r.map_err(gerr)?.name_bytes().to_vec());
+    }
+    Ok(names)
+}
+
+/// What [`copy_local`] copies.
+enum Want<'a> {
+    /// A ref (`refs/tags/v1.0`): its tag objects, commit and tree; the ref
+    /// is created in the cache. Nothing is copied when the repository has
+    /// no such ref.
+    Ref(&'a str),
+    /// A commit and its tree (a submodule's pinned commit), kept by
+    /// `refs/farmhand/<id>` in the cache.
+    Commit(Oid),
+}
+
+/// Copies what an export of `want` needs from the local repository at
+/// `url` into `cache`: tag objects, the commit and its whole tree, without
+/// history (the export reads nothing else) and without the objects `cache`
+/// already has (a tree the cache holds is complete, as every copy writes
+/// one pack). Returns (objects copied, bytes of the pack).
+///
+/// libgit2's local transport is not used for local upstreams: it looks up
+/// every ref of the upstream first and fails outright on one whose name
+/// it cannot normalise (a 10,000-character tag), which would fail every
+/// fetch of that upstream.
+fn copy_local(
+    cache: &Repository,
+    url: &str,
+    want: Want<'_>,
+    deadline: Instant,
+    timeout: Duration,
+    abort: &Abort,
+) -> Result<(usize, usize), GitError> {
+    let what = "fetch";
+    let gerr = |source| GitError::Git {
+        what,
+        url: url.to_string(),
+        source,
+    };
+    let stop = || -> Result<(), GitError> {
+        if abort.is_aborted() {
+            return Err(GitError::Cancelled {
+                what,
+                url: url.to_string(),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(GitError::Timeout {
+                what,
+                url: url.to_string(),
+                after: timeout,
+            });
+        }
+        Ok(())
+    };
+    let src = open_local(url, what)?;
+    let (target, refname) = match want {
+        Want::Ref(name) => match src.find_reference(name) {
+            Ok(r) => {
+                let r = r.resolve().map_err(gerr)?;
+                let Some(id) = r.target() else {
+                    return Ok((0, 0));
+                };
+                (id, name.to_string())
+            }
+            Err(_) => return Ok((0, 0)),
+        },
+        Want::Commit(id) => (id, format!("refs/farmhand/{id}")),
+    };
+    let have = cache.odb().map_err(gerr)?;
+    // The pack is built in a repository made of the upstream's objects
+    // alone: libgit2's pack builder first reads every tag of its
+    // repository (to order the pack) and fails on one it cannot look up.
+    let objects = Repository::from_odb(src.odb().map_err(gerr)?).map_err(gerr)?;
+    let mut pack = objects.packbuilder().map_err(gerr)?;
+    let mut count = 0usize;
+    let mut add = |pack: &mut git2::PackBuilder<'_>, id: Oid| -> Result<(), GitError> {
+        pack.insert_object(id, None).map_err(gerr)?;
+        count += 1;
+        if count % 1024 == 0 {
+            stop()?;
+        }
+        Ok(())
+    };
+    // Annotated tags down to what they point at.
+    let mut id = target;
+    loop {
+        let object = src.find_object(id, None).map_err(gerr)?;
+        if !have.exists(id) {
+            add(&mut pack, id)?;
+        }
+        match object.as_tag() {
+            Some(tag) => id = tag.target_id(),
+            None => break,
+        }
+    }
+    if let Ok(commit) = src.find_commit(id) {
+        // Each object once, however often the tree repeats it.
+        let mut seen: HashSet<Oid> = HashSet::new();
+        let mut trees = vec![commit.tree_id()];
+        while let Some(tree_id) = trees.pop() {
+            if !seen.insert(tree_id) || have.exists(tree_id) {
+                continue;
+            }
+            add(&mut pack, tree_id)?;
+            let tree = src.find_tree(tree_id).map_err(gerr)?;
+            for entry in tree.iter() {
+                match entry.kind() {
+                    Some(ObjectType::Tree) => trees.push(entry.id()),
+                    Some(ObjectType::Blob)
+                        if seen.insert(entry.id()) && !have.exists(entry.id()) =>
+                    {
+                        add(&mut pack, entry.id())?;
+                    }
+                    // Gitlinks live in other repositories.
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut bytes = 0usize;
+    if count > 0 {
+        let mut writer = have.packwriter().map_err(gerr)?;
+        let mut failed: Option<std::io::Error> = None;
+        pack.foreach(|chunk| {
+            bytes += chunk.len();
+            match std::io::Write::write_all(&mut writer, chunk) {
+                Ok(()) => !abort.is_aborted() && Instant::now() <= deadline,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })
+        .map_err(|e| {
+            stop().err().unwrap_or_else(|| match failed.take() {
+                Some(source) => GitError::Io {
+                    path: cache.path().to_path_buf(),
+                    source,
+                },
+                None => gerr(e),
+            })
+        })?;
+        writer.commit().map_err(gerr)?;
+    }
+    cache
+        .reference(
+            &refname,
+            target,
+            true,
+            "farmhand: copy from a local upstream",
+        )
+        .map_err(gerr)?;
+    Ok((count, bytes))
 }
 
 fn classify(
@@ -380,18 +612,29 @@ pub fn fetch_tag(
     abort: &Abort,
 ) -> Result<FetchedSource, GitError> {
     init_libgit2();
+    if usable_tag(tag.as_bytes()).is_none() {
+        return Err(GitError::UnsafeTree {
+            url: url.to_string(),
+            tag: unusable_tag(tag.as_bytes()),
+            reason: "farmhand cannot use this tag".into(),
+        });
+    }
     let deadline = Instant::now() + timeout;
     let repo = open_cache(cache)?;
     let refname = format!("refs/tags/{tag}");
-    let (objects, bytes) = fetch_into(
-        &repo,
-        url,
-        &[format!("+{refname}:{refname}")],
-        1,
-        deadline,
-        timeout,
-        abort,
-    )?;
+    let (objects, bytes) = if is_local(url) {
+        copy_local(&repo, url, Want::Ref(&refname), deadline, timeout, abort)?
+    } else {
+        fetch_into(
+            &repo,
+            url,
+            &[format!("+{refname}:{refname}")],
+            1,
+            deadline,
+            timeout,
+            abort,
+        )?
+    };
     let gerr = |source| GitError::Git {
         what: "resolve tag",
         url: url.to_string(),
@@ -615,7 +858,16 @@ impl Export<'_> {
                 .join("submodules")
                 .join(cache_name(&sub_url));
             let sub = open_cache(&cache)?;
-            if sub.find_commit(oid).is_err() {
+            if sub.find_commit(oid).is_err() && is_local(&sub_url) {
+                copy_local(
+                    &sub,
+                    &sub_url,
+                    Want::Commit(oid),
+                    self.deadline,
+                    self.timeout,
+                    self.abort,
+                )?;
+            } else if sub.find_commit(oid).is_err() {
                 // Ask for the commit itself first (servers allow fetching a
                 // reachable sha); fall back to all branches and tags.
                 let direct = fetch_into(
@@ -1162,6 +1414,75 @@ mod tests {
             "mine"
         );
         assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn unusable_tags_hide_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let up = t.path().join("up");
+        upstream(&up);
+        // Names git keeps in packed-refs but farmhand cannot use: 10,000
+        // characters, and bytes that are not UTF-8.
+        let head = Repository::open(&up)
+            .unwrap()
+            .head()
+            .unwrap()
+            .target()
+            .unwrap();
+        let long = format!("v{}", "1".repeat(9_999));
+        let mut packed = format!("{head} refs/tags/{long}\n").into_bytes();
+        packed.extend_from_slice(format!("{head} refs/tags/v").as_bytes());
+        packed.extend_from_slice(b"\xff\n");
+        std::fs::write(up.join(".git/packed-refs"), packed).unwrap();
+        let url = up.to_str().unwrap();
+        let abort = Abort::new();
+        let tags = list_tags(url, Duration::from_secs(30), &abort).unwrap();
+        let mut expected = vec![
+            "v1.0.0".to_string(),
+            "v1.1.0".to_string(),
+            unusable_tag(long.as_bytes()),
+            unusable_tag(b"v\xff"),
+        ];
+        expected.sort();
+        assert_eq!(tags, expected);
+        // The usable tags still fetch, and an unusable one fails without
+        // naming it whole.
+        let cache = t.path().join("git").join(cache_name(url));
+        let f = fetch_tag(
+            &cache,
+            url,
+            "v1.1.0",
+            &t.path().join("src"),
+            false,
+            Duration::from_secs(30),
+            &abort,
+        )
+        .unwrap();
+        assert!(f.received_objects > 0);
+        assert!(t.path().join("src/sub/dir/data").exists());
+        let again = fetch_tag(
+            &cache,
+            url,
+            "v1.0.0",
+            &t.path().join("src2"),
+            false,
+            Duration::from_secs(30),
+            &abort,
+        )
+        .unwrap();
+        assert_eq!(again.received_objects, 0, "the cache had everything");
+        let e = fetch_tag(
+            &cache,
+            url,
+            &long,
+            &t.path().join("src3"),
+            false,
+            Duration::from_secs(30),
+            &abort,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.len() < 300, "{e}");
     }
 
     #[test]

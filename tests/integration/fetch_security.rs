@@ -289,3 +289,89 @@ fn submodules_of_a_remote_upstream_must_be_remote() {
     }
     drop(daemon);
 }
+
+/// Adds `refs/tags/<tag>` for HEAD to `repo` through `packed-refs` (`git
+/// tag` and loose ref files cannot hold a name this long).
+fn pack_tag(repo: &Path, tag: &str) {
+    let head = git(repo, &["rev-parse", "HEAD"]);
+    let packed = repo.join(".git/packed-refs");
+    let mut text = std::fs::read_to_string(&packed).unwrap_or_default();
+    text.push_str(&format!("{} refs/tags/{tag}\n", head.trim()));
+    std::fs::write(&packed, text).unwrap();
+}
+
+#[test]
+fn a_tag_too_long_to_use_hides_nothing_and_is_never_logged_whole() {
+    let farm = Farm::new();
+    let served = farm.root.join("served");
+    let up = Upstream::new(&served.join("up"));
+    up.release("v1.0.0");
+    up.release("v1.1.0");
+    // Matches the pattern (so it is warned about), 10,000 characters.
+    let matching = format!("v1.2.{}", "3".repeat(9_995));
+    // Does not match it (so it is skipped silently).
+    let other = "z".repeat(10_000);
+    pack_tag(&up.path, &matching);
+    pack_tag(&up.path, &other);
+    let daemon = GitDaemon::start(&served);
+
+    farm.write_config("");
+    let script =
+        "#!/bin/sh\nset -eu\nmkdir -p \"$DESTDIR/share\"\ncp VERSION \"$DESTDIR/share/\"\n";
+    let pattern = "tag_pattern = '^v(\\d+\\.\\d+\\.\\d+)$'";
+    for (id, url) in [("local", up.url()), ("net", daemon.url("up"))] {
+        farm.recipe(
+            id,
+            &format!("[upstream]\ngit = \"{url}\"\n{pattern}\n"),
+            script,
+        );
+    }
+    let log = farm.once_ok();
+
+    // The other tags are seen and built.
+    let mut ids = archive_ids(&farm);
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "local@1.0.0-1",
+            "local@1.1.0-1",
+            "net@1.0.0-1",
+            "net@1.1.0-1"
+        ],
+        "{log}"
+    );
+    assert!(log_lines(&log, "ls-remote failed").is_empty(), "{log}");
+    assert!(log_lines(&log, "build failed").is_empty(), "{log}");
+
+    // One warning per recipe, for the matching tag alone, naming it in at
+    // most 100 characters.
+    let skipped = log_lines(&log, "tag skipped");
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    for id in ["local", "net"] {
+        let line = skipped
+            .iter()
+            .find(|l| l.contains(&format!("recipe={id} ")))
+            .unwrap_or_else(|| panic!("no warning for {id}: {skipped:?}"));
+        assert!(line.contains("level=WARN"), "{line}");
+        let tag = field(line, "tag").unwrap_or_default();
+        assert!(tag.starts_with("v1.2.333"), "{line}");
+        assert!(
+            tag.chars().count() <= 100,
+            "{} characters: {tag}",
+            tag.chars().count()
+        );
+    }
+    // No log line carries either tag whole, nor a long piece of it.
+    for piece in ["3".repeat(101), "z".repeat(101)] {
+        assert!(
+            !log.lines().any(|l| l.contains(&piece)),
+            "a log line carries a tag:\n{}",
+            log.lines()
+                .find(|l| l.contains(&piece))
+                .map(|l| &l[..l.len().min(500)])
+                .unwrap_or("")
+        );
+    }
+    drop(daemon);
+}
