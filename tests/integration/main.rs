@@ -19,6 +19,7 @@ mod once_security;
 mod once_transport;
 mod ops;
 mod peipkg;
+mod real_systemd;
 mod smoke;
 mod state_dir;
 mod systemd;
