@@ -530,10 +530,12 @@ impl Drop for Container {
         if let Some(mut nspawn) = self.nspawn.take() {
             if self.leader > 0 {
                 // SIGRTMIN+4 asks systemd for a clean poweroff (what
-                // `machinectl poweroff` sends).
-                // SAFETY: kill(2) on the PID of the container's init, which
-                // is alive while its systemd-nspawn parent runs.
-                unsafe { nix::libc::kill(self.leader, nix::libc::SIGRTMIN() + 4) };
+                // `machinectl poweroff` sends). nix has no real-time
+                // signals, and kill(1) takes the number.
+                let _ = Command::new("kill")
+                    .arg(format!("-{}", nix::libc::SIGRTMIN() + 4))
+                    .arg(self.leader.to_string())
+                    .status();
             }
             if !wait_child(&mut nspawn, Duration::from_secs(30)) {
                 eprintln!("real_systemd: the container did not power off within 30 s; killing it");
