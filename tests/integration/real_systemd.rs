@@ -157,7 +157,7 @@ fn units_to_mask() -> Vec<String> {
         "e2scrub_reap.service",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(ToString::to_string)
     .collect();
     for base in [
         "/etc/systemd/system",

@@ -1127,7 +1127,9 @@ pub fn rfc3339_secs(s: &str) -> u64 {
 /// once would strip into the same temporary file under target/debian.
 pub fn debian_package() -> PathBuf {
     static DEB: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-    let mut deb = DEB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut deb = DEB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = deb.as_ref() {
         return p.clone();
     }
