@@ -20,6 +20,7 @@ mod once_security;
 mod once_transport;
 mod ops;
 mod peipkg;
+mod real_systemd;
 mod runtime;
 mod sandbox;
 mod smoke;

@@ -245,32 +245,7 @@ fn sysusers_and_tmpfiles_create_the_user_and_recipes_dir() {
 
 #[test]
 fn debian_package_holds_binary_unit_config_and_docs() {
-    let out = tempfile::tempdir().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // Packages the binary this test run built (target/debug), stripped, as
-    // the release build would be; no second compilation.
-    run_ok(
-        Command::new(&cargo)
-            .args([
-                "deb",
-                "--no-build",
-                "--profile",
-                "dev",
-                "--strip",
-                "--fast",
-                "--locked",
-                "--offline",
-                "--quiet",
-                "--output",
-            ])
-            .arg(out.path())
-            .current_dir(root()),
-    );
-    let deb = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("a .deb was written");
+    let deb = debian_package();
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         name.starts_with(&format!("farmhand_{}-1_", env!("CARGO_PKG_VERSION"))),

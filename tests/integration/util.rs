@@ -1201,3 +1201,52 @@ pub fn rfc3339_secs(s: &str) -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// The `.deb` cargo-deb makes of the binary this test run built
+/// (target/debug, stripped, as the release build would be; no second
+/// compilation). Built once per test run and shared: two cargo-deb runs at
+/// once would strip into the same temporary file under target/debian.
+pub fn debian_package() -> PathBuf {
+    static DEB: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut deb = DEB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = deb.as_ref() {
+        return p.clone();
+    }
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-package");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = Command::new(&cargo)
+        .args([
+            "deb",
+            "--no-build",
+            "--profile",
+            "dev",
+            "--strip",
+            "--fast",
+            "--locked",
+            "--offline",
+            "--quiet",
+            "--output",
+        ])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} deb: {e}"));
+    assert!(
+        run.status.success(),
+        "cargo deb failed ({}):\n{}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let p = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb was written");
+    *deb = Some(p.clone());
+    p
+}
