@@ -1,8 +1,7 @@
 //! Polling: one poll lists an upstream's tags (`ls-remote`, no clone),
 //! maps them through the recipe's tag pattern and offers the versions to
 //! the worker. The [`Scheduler`] runs the first poll of every recipe at
-//! start, then one per interval on a per-recipe slot spread over the
-//! interval (so polls do not bunch after a start or a reload), at most
+//! start, then one per interval with a little jitter, at most
 //! `[poll].concurrency` at once; webhooks and backoff expiry ask it for an
 //! immediate poll, which coalesces with one already running.
 
@@ -244,8 +243,7 @@ impl Scheduler {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut due: BTreeSet<(Instant, String)> = BTreeSet::new();
-        let slot_seed = std::collections::hash_map::RandomState::new();
-        let epoch = Instant::now();
+        let jitter_seed = std::collections::hash_map::RandomState::new();
         let mut heartbeat = tokio::time::interval(Health::BEAT);
         let mut tasks = tokio::task::JoinSet::new();
 
@@ -307,11 +305,11 @@ impl Scheduler {
                             self.start(&id, e, trigger, &mut slots, &done_tx, &mut tasks);
                         } else {
                             let interval = e.recipe.watch.poll_interval;
-                            let now = Instant::now();
-                            let at = next_slot(epoch, slot(&slot_seed, &id, interval), interval, now);
+                            let j = jitter(&jitter_seed, &id, interval);
+                            let at = Instant::now() + interval + j;
                             if let Some(old) = e.due.replace(at) { due.remove(&(old, id.clone())); }
                             due.insert((at, id.clone()));
-                            self.status.poll_scheduled(&id, SystemTime::now() + (at - now));
+                            self.status.poll_scheduled(&id, SystemTime::now() + interval + j);
                         }
                     }
                 }
@@ -409,63 +407,17 @@ impl Scheduler {
     }
 }
 
-/// The recipe's slot within its interval: a fixed offset from the
-/// scheduler's start, random per recipe (and per daemon run), so that
-/// recipes sharing an interval poll evenly spread over it rather than all
-/// in the minute after start.
-fn slot(seed: &std::collections::hash_map::RandomState, id: &str, interval: Duration) -> Duration {
-    let span = interval.as_millis().max(1) as u64;
-    Duration::from_millis(seed.hash_one(id) % span)
-}
-
-/// The next poll after one that ended at `now`: the first time on the
-/// recipe's slot grid (`epoch + slot + k * interval`) at least half an
-/// interval away. In steady state polls come exactly one interval apart;
-/// the first one after start (or after a webhook's extra poll) moves onto
-/// the grid.
-fn next_slot(epoch: Instant, slot: Duration, interval: Duration, now: Instant) -> Instant {
-    let iv = interval.as_millis().max(1);
-    let earliest = (now + interval / 2)
-        .saturating_duration_since(epoch)
-        .as_millis();
-    let from_slot = earliest.saturating_sub(slot.as_millis());
-    let k = from_slot.div_ceil(iv);
-    epoch + slot + Duration::from_millis((k * iv) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn polls_stay_one_interval_apart_on_their_slot() {
-        let epoch = Instant::now();
-        let iv = Duration::from_secs(3600);
-        let slot = Duration::from_secs(1234);
-        // The first poll ran at start and ended 2 s later: the next is on
-        // the slot grid, at least half an interval away.
-        let first = next_slot(epoch, slot, iv, epoch + Duration::from_secs(2));
-        assert_eq!(first, epoch + slot + iv);
-        // From then on, exactly one interval apart (a poll takes a while).
-        let second = next_slot(epoch, slot, iv, first + Duration::from_secs(3));
-        assert_eq!(second, first + iv);
-        // An extra poll (a webhook) just before the slot moves nothing.
-        let after_hook = next_slot(epoch, slot, iv, second - Duration::from_secs(60));
-        assert_eq!(after_hook, second + iv);
+/// Up to a tenth of the interval (at most five minutes) of random delay,
+/// so recipes with the same interval do not poll in the same second.
+fn jitter(
+    seed: &std::collections::hash_map::RandomState,
+    id: &str,
+    interval: Duration,
+) -> Duration {
+    let span = (interval / 10).min(Duration::from_secs(300)).as_millis() as u64;
+    if span == 0 {
+        return Duration::ZERO;
     }
-
-    #[test]
-    fn a_thousand_recipes_spread_over_the_interval() {
-        let seed = std::collections::hash_map::RandomState::new();
-        let iv = Duration::from_secs(60);
-        let mut per_10s = [0usize; 6];
-        for i in 0..1000 {
-            let s = slot(&seed, &format!("recipe-{i}"), iv);
-            per_10s[(s.as_secs() / 10) as usize] += 1;
-        }
-        // Evenly spread: every sixth of the interval holds about 167.
-        for n in per_10s {
-            assert!((100..240).contains(&n), "{per_10s:?}");
-        }
-    }
+    let h = seed.hash_one((id, SystemTime::now()));
+    Duration::from_millis(h % span)
 }
