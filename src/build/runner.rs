@@ -636,10 +636,19 @@ fn stray_children() -> Vec<(i32, bool)> {
 async fn kill_strays() -> usize {
     use nix::sys::wait::{waitpid, WaitPidFlag};
     let mut killed = std::collections::HashSet::new();
-    for _ in 0..20 {
-        let strays = tokio::task::spawn_blocking(stray_children)
+    for round in 0..20 {
+        let mut strays = tokio::task::spawn_blocking(stray_children)
             .await
             .unwrap_or_default();
+        if round == 0 && strays.iter().any(|&(_, zombie)| !zombie) {
+            // A sandboxed build's namespace init outlives bubblewrap by a
+            // moment and then dies on its own (--die-with-parent): give
+            // what is already exiting a moment before counting it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            strays = tokio::task::spawn_blocking(stray_children)
+                .await
+                .unwrap_or_default();
+        }
         if strays.is_empty() {
             break;
         }
