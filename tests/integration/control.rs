@@ -503,6 +503,53 @@ fn cancel_stops_a_build_that_ignores_sigterm_and_backs_it_off() {
 }
 
 #[test]
+fn cancel_reaches_a_build_run_through_a_runner() {
+    let mut farm = Farm::new();
+    farm.http = true;
+    let runner = farm.root.join("runner.sh");
+    std::fs::write(
+        &runner,
+        "#!/bin/sh\ntrap '' TERM\n\"$@\"\necho runner still here\nsleep 300\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_control_config(
+        &farm,
+        &format!("[build]\nrunner = [\"{}\"]\n", runner.display()),
+    );
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.simple_recipe("stubborn", &up, &stubborn_script(&farm.root), "");
+    let d = farm.start();
+    let id = running_build(&d);
+    let (bg, script) = (
+        read_pid(&farm.root.join("bg.pid")),
+        read_pid(&farm.root.join("script.pid")),
+    );
+    // The runner leads the build's process group; the script is its child.
+    let pgid = std::fs::read_to_string(format!("/proc/{script}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    assert_ne!(pgid, script);
+    let t = Instant::now();
+    assert_eq!(act(&d, &format!("/builds/{id}/cancel")).status, 202);
+    d.wait_status(Duration::from_secs(10), "the build to end", |s| {
+        s["in_flight"].is_null()
+    });
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(group_members(pgid).is_empty(), "{:?}", group_members(pgid));
+    assert!(!pid_alive(bg) && !pid_alive(script));
+    assert_eq!(build(&d, id)["error"], "cancelled by operator");
+}
+
+#[test]
 fn a_build_stopped_by_shutdown_says_shutdown_and_does_not_back_off() {
     let farm = control_farm("[build]\nshutdown_grace = \"1s\"\n");
     let up = Upstream::new(&farm.root.join("up"));
