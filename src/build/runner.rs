@@ -329,6 +329,14 @@ pub async fn run(
         .map_err(|e| {
             if kill.is_stopped() {
                 kill.failure(Phase::Fetching)
+            } else if filesystem_full(&settings.state_dir) {
+                Failure::new(
+                    Phase::Fetching,
+                    format!(
+                        "{e}: {}",
+                        std::io::Error::from_raw_os_error(nix::libc::ENOSPC)
+                    ),
+                )
             } else {
                 Failure::new(Phase::Fetching, e)
             }
@@ -606,7 +614,17 @@ async fn run_process(
                 } else {
                     "build script"
                 };
-                Err(fail(format!("{name} {}", describe_status(status))))
+                let mut error = format!("{name} {}", describe_status(status));
+                if filesystem_full(cwd) {
+                    // The script's own "No space left on device" is in its
+                    // log; say it here too, so the farm holds instead of
+                    // backing the recipe off.
+                    error = format!(
+                        "{error}: {}",
+                        std::io::Error::from_raw_os_error(nix::libc::ENOSPC)
+                    );
+                }
+                Err(fail(error))
             }
         }
         Err(cancelled) => {
@@ -620,6 +638,12 @@ async fn run_process(
             }
         }
     }
+}
+
+/// True when the filesystem holding `dir` has (almost) no space left.
+fn filesystem_full(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|s| s.blocks_available().saturating_mul(s.fragment_size()) < 64 * 1024)
 }
 
 /// Copies the build's output into its log until `cap` bytes, then notes

@@ -26,7 +26,7 @@ use crate::host::keys::{read_control_token, KeyError};
 use crate::host::systemd;
 use crate::model::config::{format_duration, BuildBackend, Config, SandboxMode};
 use crate::model::recipe::{self, Roster};
-use crate::publish::repo::{Repo, RepoConfig};
+use crate::publish::repo::{Repo, RepoConfig, RepoError};
 use crate::serve::control::{ControlApi, ControlToken, TokenSlot};
 use crate::serve::http::{self, HttpState, Secret};
 use crate::serve::status::Status;
@@ -102,6 +102,58 @@ fn roster_problems(cfg: &Config, roster: &Roster) -> Vec<String> {
     p
 }
 
+/// Refuses to run as another user than the one owning `state_dir` (when it
+/// exists): files written as root into a farm the service runs as
+/// `farmhand` (`state.json`, `stage/`, the repository) would break the
+/// service later.
+fn check_state_dir_owner(state: &Path) -> Result<(), Fatal> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(state) else {
+        return Ok(());
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() == me {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_uid(meta.uid().into())
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", meta.uid()), |u| u.name);
+    Err(Fatal::Runtime(anyhow::anyhow!(
+        "state_dir {} belongs to {owner}, but farmhand runs as uid {me}: run it as that user (runuser -u {owner} -- farmhand ...) so the files it writes stay usable by the service",
+        state.display()
+    )))
+}
+
+/// Warnings about local upstreams that git will refuse to read as the
+/// user `--check` runs as (the daemon's user, when run as the docs show):
+/// missing, or owned by another user and not in git's `safe.directory`.
+fn local_upstream_warnings(roster: &Roster) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut out = Vec::new();
+    for r in roster.recipes.values() {
+        let Some(up) = &r.upstream else { continue };
+        let path = up.git.strip_prefix("file://").unwrap_or(&up.git);
+        if !path.starts_with('/') {
+            continue;
+        }
+        match std::fs::metadata(path) {
+            Err(e) => out.push(format!(
+                "recipe {}: local upstream {path} is not readable: {e}",
+                r.id
+            )),
+            Ok(m) if m.uid() != me => out.push(format!(
+                "recipe {}: local upstream {path} is owned by uid {}, not by the user farmhand runs as (uid {me}); git refuses it unless it is listed in git's safe.directory",
+                r.id,
+                m.uid()
+            )),
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
 /// `--check`: prints the roster and every problem; returns the exit code.
 /// (A closed stdout, as in `farmhand --check | head -1`, is not an error.)
 pub fn check(config_path: &Path) -> i32 {
@@ -130,6 +182,12 @@ fn check_report(config_path: &Path) -> (i32, String) {
         }
     };
     let mut problems = roster_problems(&cfg, &roster);
+    if cfg.build.backend == BuildBackend::Peipkg {
+        if let Err(e) = PeipkgTools::resolve(&cfg) {
+            problems.push(format!("{}: {e}", cfg.path.display()));
+        }
+    }
+    let warnings = local_upstream_warnings(&roster);
     if let Some(f) = &cfg.http.webhook_secret_file {
         if roster.any_webhook() {
             if let Err(e) = read_secret(f) {
@@ -183,6 +241,9 @@ fn check_report(config_path: &Path) -> (i32, String) {
     }
     for (id, e) in &roster.invalid {
         problems.push(format!("recipe {id} invalid: {e}"));
+    }
+    for w in &warnings {
+        let _ = writeln!(out, "warning: {w}");
     }
     if problems.is_empty() {
         let _ = writeln!(out, "ok: config and all recipes are valid");
@@ -271,7 +332,8 @@ fn lock_state_dir(state: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::Fil
 }
 
 async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
-    info!(farm_id = %cfg.manager.id, mode, version = env!("CARGO_PKG_VERSION"), config = %cfg.path.display(), "farmhand starting");
+    info!(farm_id = %cfg.manager.id, mode, farmhand_version = env!("CARGO_PKG_VERSION"), config = %cfg.path.display(), "farmhand starting");
+    check_state_dir_owner(&cfg.manager.state_dir)?;
     let inherited = crate::host::fs::close_inherited_on_exec();
     if inherited > 0 {
         info!(
@@ -325,7 +387,9 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         settings.sandbox = choose_sandbox(&cfg).await?;
     }
     let repo = if cfg.build.backend == BuildBackend::Peipkg {
-        let tools = PeipkgTools::resolve(&cfg).map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))?;
+        // A missing tool is a configuration error: restarting cannot fix it.
+        let tools = PeipkgTools::resolve(&cfg)
+            .map_err(|e| Fatal::Config(format!("{}: {e}", cfg.path.display())))?;
         let repo_dir = cfg.repo_dir();
         let (name, desc) = (cfg.repo.name.clone(), cfg.repo.description.clone());
         let t = tools.clone();
@@ -365,7 +429,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
             // The daemon keeps serving what is valid and builds nothing
             // until the repository is repaired and it is reloaded; a
             // one-shot run has nothing to serve and stops.
-            Err(e) if mode == "daemon" => {
+            Err(e) if mode == "daemon" && !matches!(e, RepoError::ArchiveMissing { .. }) => {
                 let error = e.to_string();
                 error!(err = %error, "repository unusable; builds are held until it is repaired and the daemon reloaded");
                 RepoAtStart::Held(worker::HeldRepo {

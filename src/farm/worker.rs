@@ -32,7 +32,9 @@ use crate::farm::backoff::BackoffBook;
 use crate::farm::publisher::{Published, Publisher};
 use crate::farm::queue::BuildQueue;
 use crate::host::health::{Health, Loop};
-use crate::model::build::{BuildKey, BuildState, Job, Phase, QueuedBuild, StopReason, Trigger};
+use crate::model::build::{
+    BuildKey, BuildState, HostFault, Job, Phase, QueuedBuild, StopReason, Trigger,
+};
 use crate::model::config::{format_duration, Config};
 use crate::model::control::{ControlAction, ControlEvent, ControlOutcome, ControlRequest, Paused};
 use crate::model::recipe::{Recipe, Roster};
@@ -105,6 +107,9 @@ pub struct Worker {
     roster: watch::Receiver<Arc<Roster>>,
     polls: Option<mpsc::Sender<PollRequest>>,
     retry_requested: HashSet<BuildKey>,
+    /// A host fault (disk full, no descriptors) holds the queue until this
+    /// instant; the wait doubles while the fault persists.
+    host_hold: Option<HostHold>,
     /// Versions an operator asked to retry whose tag the next poll finds
     /// (backoff entries written before farmhand kept the tag).
     retry_on_offer: HashSet<BuildKey>,
@@ -177,6 +182,7 @@ impl Worker {
             roster,
             polls,
             retry_requested: HashSet::new(),
+            host_hold: None,
             retry_on_offer: HashSet::new(),
             paused,
             next_id: 1,
@@ -228,7 +234,7 @@ impl Worker {
     }
 
     /// Runs until shutdown (daemon), or until every sender of `rx` is gone
-    /// and nothing it can build is queued (`--once`). Control requests
+    /// and the queue is empty (`--once`, which polls no paused recipe). Control requests
     /// come in on `control` (none for `--once`).
     pub async fn run(
         mut self,
@@ -244,15 +250,20 @@ impl Worker {
             if current.is_none() && !stopping {
                 current = self.next_job();
             }
-            // Nothing to build now: what is left, if anything, is paused.
-            if current.is_none() && (stopping || draining) {
+            if current.is_none() && (stopping || (draining && self.queue.is_empty())) {
                 break;
             }
             if stopping && grace.is_none() && current.is_some() {
                 grace = Some(Box::pin(tokio::time::sleep(self.cfg.build.shutdown_grace)));
             }
             let retry_in = self.retry_wait();
+            let hold_until = self
+                .host_hold
+                .map(|h| h.until)
+                .filter(|u| current.is_none() && *u > tokio::time::Instant::now());
             tokio::select! {
+                // The hold is over: the next build shows whether the fault cleared.
+                () = async { tokio::time::sleep_until(hold_until.expect("guarded")).await }, if hold_until.is_some() => {}
                 offer = rx.recv(), if !draining => match offer {
                     Some(offer) => {
                         let running = current.as_ref().map(|(j, _)| j);
@@ -352,7 +363,11 @@ impl Worker {
     }
 
     fn next_job(&mut self) -> Option<(Job, Running)> {
-        if self.held.is_some() {
+        if self.held.is_some()
+            || self
+                .host_hold
+                .is_some_and(|h| h.until > tokio::time::Instant::now())
+        {
             return None;
         }
         loop {
@@ -442,6 +457,45 @@ impl Worker {
         let stop = self.stop.take();
         if let Some(repo) = &self.repo {
             self.status.set_published(repo.active_count());
+        }
+        let fault = outcome
+            .as_ref()
+            .err()
+            .filter(|f| !f.cancelled)
+            .and_then(|f| HostFault::of(&f.error).map(|fault| (fault, f)));
+        if let Some((fault, f)) = fault {
+            // Not the recipe's fault: no backoff entry; the version goes
+            // back into the queue and the farm holds until the fault clears.
+            let wait = self
+                .host_hold
+                .map_or(HOST_HOLD_FIRST, |h| (h.wait * 2).min(HOST_HOLD_MAX));
+            self.host_hold = Some(HostHold {
+                until: tokio::time::Instant::now() + wait,
+                wait,
+            });
+            let held = format!("{}: {}: {}", fault.as_str(), f.phase, f.error);
+            self.status.set_held(Some(held.clone()));
+            self.status.build_finished(
+                job.id,
+                BuildState::Failed,
+                Some(f.phase),
+                Some(f.error.clone()),
+            );
+            let upstream = version.rsplit_once('-').map_or(version, |(u, _)| u);
+            self.queue.push(QueuedBuild {
+                recipe: recipe.to_string(),
+                tag: job.tag.clone(),
+                upstream: upstream.to_string(),
+                version: version.to_string(),
+                trigger: job.trigger,
+            });
+            self.publish_queue();
+            error!(recipe, version, phase = f.phase.as_str(), err = %f.error, held = %held, retry_in = %format_duration(wait), build_id = job.id, "builds held: host fault");
+            return;
+        }
+        if self.host_hold.take().is_some() {
+            self.status.set_held(None);
+            info!("host fault cleared; builds resume");
         }
         match outcome {
             Ok(Published { outputs, timestamp }) => {
@@ -755,6 +809,17 @@ impl Worker {
         self.status.set_paused(paused.iter().cloned());
         self.paused.send_replace(Arc::new(paused));
     }
+}
+
+/// The first wait of a hold for a host fault, and the longest.
+const HOST_HOLD_FIRST: Duration = Duration::from_secs(2);
+const HOST_HOLD_MAX: Duration = Duration::from_secs(60);
+
+/// The queue is held for a host fault until `until`.
+#[derive(Debug, Clone, Copy)]
+struct HostHold {
+    until: tokio::time::Instant,
+    wait: Duration,
 }
 
 /// Adds every version in `repo`'s archive to the queue's dedup set.

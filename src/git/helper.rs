@@ -188,6 +188,7 @@ async fn run(
 ) -> Result<Answer, String> {
     let body = serde_json::to_vec(request).map_err(|e| format!("{what} {url}: {e}"))?;
     let mut child = Command::new("/proc/self/exe")
+        .arg0("farmhand")
         .arg(SUBCOMMAND)
         .envs(tls_env().iter().map(|(k, v)| (*k, v)))
         .stdin(Stdio::piped())

@@ -256,9 +256,59 @@ pub struct FailureRecord {
     pub tag: String,
 }
 
+/// A fault of the host rather than of the recipe: the build failed because
+/// the disk is full or the process ran out of file descriptors. Such a
+/// failure puts nothing into backoff; the farm holds its queue and tries
+/// again until the fault clears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFault {
+    /// ENOSPC or EDQUOT.
+    DiskFull,
+    /// EMFILE or ENFILE.
+    NoDescriptors,
+}
+
+impl HostFault {
+    /// The fault a build error reports, if any. The error texts farmhand
+    /// writes carry the operating system's error as `std::io::Error` shows
+    /// it, `... (os error N)`.
+    pub fn of(error: &str) -> Option<HostFault> {
+        const CODES: [(&str, HostFault); 4] = [
+            ("(os error 28)", HostFault::DiskFull),
+            ("(os error 122)", HostFault::DiskFull),
+            ("(os error 24)", HostFault::NoDescriptors),
+            ("(os error 23)", HostFault::NoDescriptors),
+        ];
+        CODES
+            .iter()
+            .find(|(code, _)| error.contains(code))
+            .map(|&(_, fault)| fault)
+    }
+
+    /// How `/status` and the log name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostFault::DiskFull => "disk full",
+            HostFault::NoDescriptors => "out of file descriptors",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_faults_are_told_from_recipe_failures() {
+        let enospc = std::io::Error::from_raw_os_error(28).to_string();
+        let emfile = std::io::Error::from_raw_os_error(24).to_string();
+        assert_eq!(
+            HostFault::of(&format!("writing x: {enospc}")),
+            Some(HostFault::DiskFull)
+        );
+        assert_eq!(HostFault::of(&emfile), Some(HostFault::NoDescriptors));
+        assert_eq!(HostFault::of("build script exited with status 2"), None);
+    }
 
     #[test]
     fn build_keys_parse_and_print() {

@@ -186,7 +186,7 @@ pub fn default_backoff() -> Vec<Duration> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawConfig {
     manager: Option<RawManager>,
     repo: Option<RawRepo>,
@@ -208,7 +208,7 @@ struct RawConfig {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawManager {
     id: Option<String>,
     recipes_dir: Option<String>,
@@ -216,7 +216,7 @@ struct RawManager {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawRepo {
     name: Option<String>,
     #[serde(default)]
@@ -224,13 +224,13 @@ struct RawRepo {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawSigning {
     key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawUpload {
     backend: Option<String>,
     remote: Option<String>,
@@ -238,7 +238,7 @@ struct RawUpload {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawHttp {
     addr: Option<String>,
     webhook_secret_file: Option<String>,
@@ -246,7 +246,7 @@ struct RawHttp {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawPoll {
     default_interval: Option<String>,
     concurrency: Option<i64>,
@@ -254,7 +254,7 @@ struct RawPoll {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawBuild {
     backend: Option<String>,
     timeout: Option<String>,
@@ -266,7 +266,7 @@ struct RawBuild {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawBackoff {
     schedule: Option<Vec<String>>,
 }
@@ -604,38 +604,19 @@ fn validate_peipkg_keys(
     Ok(())
 }
 
-/// Folds toml's multi-line error (with its source excerpt) to one line that
-/// keeps the line/column and the message.
-pub fn one_line_toml_error(e: &toml::de::Error) -> String {
-    let msg = toml_message(e);
-    match e.span() {
-        Some(_) => {
-            let first = e.to_string();
-            let loc = first
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("TOML parse error at ")
-                .to_string();
-            format!("{loc}: {msg}")
-        }
-        None => msg,
-    }
-}
-
-/// [`one_line_toml_error`] with the dotted key the error is about, found in
-/// `text` at the error's position (`line 3, column 6: manager.id: invalid
-/// type: ...`), and serde's internal type names replaced by "a table".
+/// toml's error on one line: where it is, the dotted key it is about when
+/// the document tells one, and toml's message (`line 2, column 6:
+/// manager.id: invalid type: integer `5`, expected a string`). Built from
+/// the error's span and message, never from its printed form.
 pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
-    let line = one_line_toml_error(e);
-    let line = tidy_type_names(&line);
-    let Some(key) = e.span().and_then(|s| key_at(text, s.start)) else {
-        return line;
+    let message = toml_message(e);
+    let Some(span) = e.span() else {
+        return message;
     };
-    let msg = tidy_type_names(&toml_message(e));
-    match line.strip_suffix(&msg) {
-        Some(loc) => format!("{loc}{key}: {msg}"),
-        None => format!("{key}: {line}"),
+    let (line, column) = line_column(text, span.start);
+    match key_at(text, span.start) {
+        Some(key) => format!("line {line}, column {column}: {key}: {message}"),
+        None => format!("line {line}, column {column}: {message}"),
     }
 }
 
@@ -650,105 +631,168 @@ fn toml_message(e: &toml::de::Error) -> String {
         .join("; ")
 }
 
-/// `expected struct RawManager` → `expected a table`.
-fn tidy_type_names(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("struct Raw") {
-        out.push_str(&rest[..i]);
-        out.push_str("a table");
-        rest =
-            rest[i + "struct Raw".len()..].trim_start_matches(|c: char| c.is_ascii_alphanumeric());
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Best effort: the dotted key whose line holds byte `offset` of `text`.
-/// It is the key of the nearest `key = value` line at or above the offset
-/// (continuation lines of a multi-line array are skipped), under the last
-/// table header above it; `[[name]]` headers are numbered (`grant[1].sign`).
-/// `None` when no key can be told for sure.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let head = text.get(..offset.min(text.len()))?;
-    let line_start = head.rfind('\n').map_or(0, |i| i + 1);
-    let mut end = text[line_start..]
-        .find('\n')
-        .map_or(text.len(), |i| line_start + i);
-    let mut key: Option<String> = None;
-    loop {
-        let start = text[..end].rfind('\n').map_or(0, |i| i + 1);
-        let line = text[start..end].trim();
-        if line.starts_with('[') {
-            let (name, array) = table_header(line)?;
-            let name = if array {
-                let index = text[..start]
-                    .lines()
-                    .filter(|l| table_header(l.trim()).is_some_and(|h| h == (name.clone(), true)))
-                    .count();
-                format!("{name}[{index}]")
-            } else {
-                name
-            };
-            return Some(match key {
-                Some(k) => format!("{name}.{k}"),
-                None => name,
-            });
-        }
-        if key.is_none() {
-            key = line.split_once('=').and_then(|(k, _)| dotted_key(k));
-        }
-        if start == 0 {
-            return key;
-        }
-        end = start - 1;
-    }
-}
-
-/// `[a.b]` → (`a.b`, false); `[[a]]` → (`a`, true); anything else `None`.
-fn table_header(line: &str) -> Option<(String, bool)> {
-    let (inner, rest, array) = match line.strip_prefix("[[") {
-        Some(r) => {
-            let (h, rest) = r.split_once("]]")?;
-            (h, rest, true)
-        }
-        None => {
-            let (h, rest) = line.strip_prefix('[')?.split_once(']')?;
-            (h, rest, false)
-        }
+/// The line and column (both from 1) of byte `offset` of `text`, counted
+/// as toml counts them in its own messages: columns in characters, and in
+/// bytes when the offset does not end a whole character.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let bytes = text.as_bytes();
+    let Some(last) = bytes.len().checked_sub(1) else {
+        return (1, offset + 1);
     };
-    let rest = rest.trim();
-    if !rest.is_empty() && !rest.starts_with('#') {
+    let at = offset.min(last);
+    let line_start = bytes[..at]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = bytes[..line_start].iter().filter(|&&b| b == b'\n').count();
+    let column = std::str::from_utf8(&bytes[line_start..=at])
+        .map_or(at - line_start, |s| s.chars().count() - 1);
+    (line + 1, column + (offset - at) + 1)
+}
+
+/// The dotted key that byte `offset` of `text` is about: the table header
+/// it is in (`[[name]]` headers are numbered: `grant[1]`), else the key of
+/// the key/value pair it is in or follows, under the table above it
+/// (`manager.id`; `backoff.schedule` for any element of its array;
+/// `manager.id` in `manager = { id = 5 }`). `None` when that is not a
+/// well-formed key: before any key, on a line that is not `key = value`,
+/// and in or under a table header that is not.
+///
+/// It reads `text` with toml's own lexer and push parser, which carry on
+/// past a syntax error, so even a document that does not parse tells the
+/// key of its bad value.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    use toml_parser::parser::{Event, EventKind};
+
+    let source = toml_parser::Source::new(text);
+    let tokens = source.lex().into_vec();
+    let mut events: Vec<Event> = Vec::new();
+    toml_parser::parser::parse_document(&tokens, &mut events, &mut ());
+    // One part of a key as written, `None` if it is not well-formed.
+    let decode = |event: &Event| {
+        let raw = source.get(event)?;
+        let (mut part, mut ok) = (String::new(), true);
+        raw.decode_key(&mut part, &mut |_| ok = false);
+        ok.then_some(part)
+    };
+    // `prefix.key`, if every part is well-formed.
+    let join = |prefix: &str, parts: &[Option<String>]| {
+        let mut path: Vec<&str> = Some(prefix).filter(|p| !p.is_empty()).into_iter().collect();
+        for part in parts {
+            path.push(part.as_deref()?);
+        }
+        Some(path.join("."))
+    };
+
+    // The current table; `None` under a header that is not well-formed.
+    let mut table = Some(String::new());
+    // How many `[[name]]` headers each name had so far.
+    let mut numbered: std::collections::HashMap<String, usize> = Default::default();
+    // The parts of a header or of a key being read.
+    let mut header: Option<Vec<Option<String>>> = None;
+    let mut key: Vec<Option<String>> = Vec::new();
+    // Open inline tables (with their path) and arrays (`None`; keys in an
+    // array are not followed).
+    let mut open: Vec<Option<String>> = Vec::new();
+    // Whether this line had a syntax error outside a value, is a header,
+    // is past its `=`.
+    let mut spoiled = false;
+    let mut is_header = false;
+    let mut in_value = false;
+    // The header or key read last.
+    let mut last: Option<String> = None;
+
+    for event in &events {
+        // Past the offset, only finish the header or key it is in.
+        let past = event.span().start() > offset;
+        if past && header.is_none() && key.is_empty() {
+            break;
+        }
+        match event.kind() {
+            EventKind::StdTableOpen | EventKind::ArrayTableOpen => {
+                header = Some(Vec::new());
+                open.clear();
+            }
+            EventKind::SimpleKey => match &mut header {
+                Some(parts) => parts.push(decode(event)),
+                None if !open.contains(&None) => key.push(decode(event)),
+                None => {}
+            },
+            EventKind::StdTableClose | EventKind::ArrayTableClose => {
+                let Some(parts) = header.take() else {
+                    continue;
+                };
+                table = join("", &parts).filter(|_| !spoiled);
+                if let (Some(path), EventKind::ArrayTableClose) = (&mut table, event.kind()) {
+                    let n = numbered.entry(path.clone()).or_default();
+                    *path = format!("{path}[{n}]");
+                    *n += 1;
+                }
+                last.clone_from(&table);
+                is_header = true;
+            }
+            EventKind::KeyValSep if !key.is_empty() => {
+                last = match open.last() {
+                    // In an inline table, a malformed key is still in
+                    // the table's key.
+                    Some(inline) => inline
+                        .as_ref()
+                        .map(|path| join(path, &key).unwrap_or_else(|| path.clone())),
+                    None => table
+                        .as_ref()
+                        .and_then(|path| join(path, &key))
+                        .filter(|_| !spoiled),
+                };
+                key.clear();
+                in_value = true;
+            }
+            EventKind::Error if !in_value && open.is_empty() => {
+                spoiled = true;
+                // Text after a header's `]`: the header is not well-formed.
+                if is_header {
+                    table = None;
+                    last = None;
+                }
+            }
+            EventKind::InlineTableOpen => open.push(last.clone()),
+            EventKind::ArrayOpen => open.push(None),
+            EventKind::InlineTableClose | EventKind::ArrayClose => {
+                if let Some(Some(path)) = open.pop() {
+                    last = Some(path);
+                }
+            }
+            EventKind::Newline => {
+                // A header or key still being read: the line is not one.
+                if header.take().is_some() {
+                    table = None;
+                    last = None;
+                }
+                let unfinished = !key.is_empty();
+                key.clear();
+                // An inline table must close on its line: the problem is
+                // in the outermost one's key.
+                if let Some(inline) = open.iter().position(Option::is_some) {
+                    last = open[inline].clone();
+                    open.clear();
+                } else if open.is_empty() {
+                    if (unfinished || spoiled) && !in_value {
+                        last = None;
+                    }
+                    spoiled = false;
+                    is_header = false;
+                    in_value = false;
+                }
+            }
+            _ => {}
+        }
+        if past && header.is_none() && key.is_empty() {
+            break;
+        }
+    }
+    if header.is_some() || !key.is_empty() {
         return None;
     }
-    Some((dotted_key(inner)?, array))
-}
-
-/// A TOML key (`a`, `a.b`, `"quoted"`) in dotted form, or `None` if `s` is
-/// not one.
-fn dotted_key(s: &str) -> Option<String> {
-    let parts: Option<Vec<String>> = s
-        .split('.')
-        .map(|p| {
-            let p = p.trim();
-            let inner = p
-                .strip_prefix('"')
-                .and_then(|q| q.strip_suffix('"'))
-                .or_else(|| p.strip_prefix('\'').and_then(|q| q.strip_suffix('\'')));
-            match inner {
-                Some(q) if !q.contains(['"', '\'', '\\']) => Some(q.to_string()),
-                Some(_) => None,
-                None if !p.is_empty()
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
-                {
-                    Some(p.to_string())
-                }
-                None => None,
-            }
-        })
-        .collect();
-    parts.map(|p| p.join("."))
+    last
 }
 
 fn is_kebab_case(s: &str) -> bool {
@@ -1092,6 +1136,58 @@ sign = ["tcb"]
         assert_eq!(at("[b.c]").as_deref(), Some("b.c"));
         assert_eq!(key_at("[unclosed\nx = 1\n", 12), None);
         assert_eq!(key_at("", 5), None);
+    }
+
+    #[test]
+    fn key_positions_follow_the_toml_grammar() {
+        let at = |text: &str, needle: &str| key_at(text, text.find(needle).unwrap());
+        // Quoted keys as toml reads them; inline tables name their key.
+        let text = "[\"a b\".'c']\n\"x\\\"y\" = 1\nm = { id = 5, n = { k = true } }\n";
+        assert_eq!(at(text, "1\n").as_deref(), Some("a b.c.x\"y"));
+        assert_eq!(at(text, "5,").as_deref(), Some("a b.c.m.id"));
+        assert_eq!(at(text, "true").as_deref(), Some("a b.c.m.n.k"));
+        assert_eq!(at(text, "= {").as_deref(), Some("a b.c.m"));
+        // Documents that do not parse: a value left open belongs to its
+        // key, even lines below it.
+        let text = "[p]\nlist = [\"a\"\n\n[q]\nx = 1\n";
+        assert_eq!(at(text, "[q]").as_deref(), Some("p.list"));
+        let text = "[p]\nt = { a = 1\nx = 1\n";
+        assert_eq!(at(text, "\nx").as_deref(), Some("p.t"));
+        let text = "[p]\nid = \"open\nx = 1\n";
+        assert_eq!(at(text, "open").as_deref(), Some("p.id"));
+        // A line that is not `key = value` is no key's, not the one above.
+        let text = "[p]\nid = 1\nstray\n'\nb]ad = 2\n";
+        assert_eq!(at(text, "stray"), None);
+        assert_eq!(at(text, "'"), None);
+        assert_eq!(at(text, "]ad"), None);
+        // Nor is anything under a header that is not well-formed.
+        let text = "[p]x\ny = 1\n";
+        assert_eq!(at(text, "x\n"), None);
+        assert_eq!(at(text, "1"), None);
+    }
+
+    #[test]
+    fn line_and_column_count_as_toml_does() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        // After a two-byte character: counted in characters.
+        assert_eq!(line_column(text, 9), (2, 3));
+        // Past the end: on the last line, as toml has it; an empty text.
+        assert_eq!(line_column(text, text.len()), (2, 8));
+        assert_eq!(line_column(text, text.len() + 2), (2, 10));
+        assert_eq!(line_column("", 0), (1, 1));
+        // Whatever toml says, the same place.
+        for text in [
+            "[manager]\nid = \"é\nx",
+            "é = [1,\n2,,]",
+            "[[a]]\nb = 1\n[a]\n",
+        ] {
+            let e = toml::from_str::<toml::Table>(text).unwrap_err();
+            let (line, column) = line_column(text, e.span().unwrap().start);
+            let at = format!("at line {line}, column {column}\n");
+            assert!(e.to_string().contains(&at), "{text:?}: {at:?} in {e}");
+        }
     }
 
     #[test]

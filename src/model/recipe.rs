@@ -228,6 +228,7 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "a table")]
 struct RawRecipe {
     #[serde(default)]
     meta: RawMeta,
@@ -239,6 +240,7 @@ struct RawRecipe {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(expecting = "a table")]
 struct RawMeta {
     build_script: Option<String>,
     #[serde(default)]
@@ -250,6 +252,7 @@ struct RawMeta {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "a table")]
 struct RawPackage {
     name: Option<String>,
     architecture: Option<String>,
@@ -260,7 +263,7 @@ struct RawPackage {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawUpstream {
     git: Option<String>,
     tag_pattern: Option<String>,
@@ -272,7 +275,7 @@ struct RawUpstream {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 struct RawWatch {
     #[serde(default)]
     github_webhook: bool,

@@ -18,6 +18,14 @@
 //! Tags come from the network, so every version a tag yields is checked with
 //! [`crate::model::version::is_valid_upstream`] and a length limit before anyone
 //! can use it (for instance in a path).
+//!
+//! A tag farmhand cannot use at all (longer than [`MAX_TAG_LEN`], not a
+//! valid git ref name, not UTF-8) reaches the matcher as a stand-in made by
+//! [`unusable_tag`]: its first characters and its length, at most
+//! [`MAX_SHOWN_TAG`] characters in all, so neither the tag listing nor any
+//! log line carries it whole (DESIGN.md section 18). It never yields a
+//! version; when its first characters could begin a match of the pattern,
+//! the matcher reports it as [`TagError::Unusable`], which is logged.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,6 +40,47 @@ use crate::model::version::is_valid_upstream;
 
 /// Longest upstream version a tag may yield, in bytes.
 pub const MAX_UPSTREAM_LEN: usize = 128;
+
+/// Longest tag farmhand uses, in bytes: one file name (a tag is a loose
+/// ref file in the object cache), and room for any version with a prefix.
+pub const MAX_TAG_LEN: usize = 255;
+
+/// Most characters of a tag farmhand cannot use that a listing or a
+/// message shows (the stand-in of [`unusable_tag`], note included).
+pub const MAX_SHOWN_TAG: usize = 100;
+
+/// Separates the kept characters of an unusable tag from its length in
+/// [`unusable_tag`]. It holds spaces, which git never allows in a ref name,
+/// so no real tag looks like a stand-in.
+const UNUSABLE_NOTE: &str = "… [unusable tag of ";
+
+/// The stand-in for a tag farmhand cannot use (longer than
+/// [`MAX_TAG_LEN`], not a valid ref name, not UTF-8), given its raw bytes:
+/// its first characters (control characters as `?`), then its length, at
+/// most [`MAX_SHOWN_TAG`] characters in all:
+/// `v1.2.3333… [unusable tag of 10000 bytes]`.
+#[must_use]
+pub fn unusable_tag(tag: &[u8]) -> String {
+    let tail = format!("{UNUSABLE_NOTE}{} bytes]", tag.len());
+    let keep = MAX_SHOWN_TAG.saturating_sub(tail.chars().count());
+    let mut out: String = String::from_utf8_lossy(tag)
+        .chars()
+        .take(keep)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    out.push_str(&tail);
+    out
+}
+
+/// The kept first characters of a stand-in made by [`unusable_tag`], or
+/// `None` for a real tag.
+#[must_use]
+pub fn unusable_tag_head(tag: &str) -> Option<&str> {
+    if !tag.ends_with(" bytes]") || tag.chars().count() > MAX_SHOWN_TAG {
+        return None;
+    }
+    tag.rfind(UNUSABLE_NOTE).map(|i| &tag[..i])
+}
 
 /// The group names allowed in the named style, in composition order.
 const GROUP_NAMES: [&str; 4] = ["major", "minor", "patch", "prerelease"];
@@ -64,6 +113,16 @@ pub enum TagPatternError {
 /// logs it as a warning and skips the tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
+    /// The tag itself cannot be used (see [`unusable_tag`]); its first
+    /// characters could begin a match of the pattern.
+    #[error(
+        "tag {:?} cannot be used (longer than {MAX_TAG_LEN} bytes or not a valid git tag name)",
+        shorten(.tag)
+    )]
+    Unusable {
+        /// The stand-in from [`unusable_tag`], never the whole tag.
+        tag: String,
+    },
     /// A group the version is made from did not take part in the match.
     #[error("tag {:?} matches but group {group:?} did not take part in the match", shorten(.tag))]
     GroupNotMatched {
@@ -115,17 +174,13 @@ pub enum TagError {
     },
 }
 
-/// Cuts very long strings (tags come from the network) for messages.
+/// Cuts very long strings (tags come from the network) to at most
+/// [`MAX_SHOWN_TAG`] characters for messages.
 fn shorten(s: &str) -> &str {
-    const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s;
+    match s.char_indices().nth(MAX_SHOWN_TAG) {
+        Some((end, _)) => &s[..end],
+        None => s,
     }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// How the version is taken out of a match.
@@ -172,7 +227,7 @@ struct Compiled {
 /// compiled once and shared (through weak references: nothing outlives the
 /// last recipe using it). Matching follows the regex crate: leftmost-first,
 /// unanchored unless the pattern anchors itself, Unicode-aware.
-fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
+fn compile(pattern: &str) -> Result<Arc<Compiled>, TagPatternError> {
     static SHARED: Mutex<Option<HashMap<String, Weak<Compiled>>>> = Mutex::new(None);
     let mut shared = SHARED
         .lock()
@@ -181,17 +236,16 @@ fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
     if let Some(c) = shared.get(pattern).and_then(Weak::upgrade) {
         return Ok(c);
     }
-    let hir = syntax::parse(pattern).map_err(|e| one_line_syntax_error(&e.to_string()))?;
+    let hir = syntax::parse(pattern).map_err(|e| syntax_error(&e))?;
+    let build = |e: thompson::BuildError| TagPatternError::Compile(e.to_string());
     let nfa = thompson::Compiler::new()
         .configure(thompson::Config::new().nfa_size_limit(Some(NFA_SIZE_LIMIT)))
         .build_from_hir(&hir)
-        .map_err(|e| e.to_string())?;
+        .map_err(build)?;
     let backtrack = BoundedBacktracker::builder()
         .build_from_nfa(nfa.clone())
-        .map_err(|e| e.to_string())?;
-    let pikevm = PikeVM::builder()
-        .build_from_nfa(nfa)
-        .map_err(|e| e.to_string())?;
+        .map_err(build)?;
+    let pikevm = PikeVM::builder().build_from_nfa(nfa).map_err(build)?;
     let c = Arc::new(Compiled {
         pattern: pattern.to_string(),
         backtrack,
@@ -205,32 +259,54 @@ fn compile(pattern: &str) -> Result<Arc<Compiled>, String> {
 /// The largest compiled pattern accepted (the regex crate's own limit).
 const NFA_SIZE_LIMIT: usize = 10 << 20;
 
-/// The regex parser prints an error over several lines (`regex parse
-/// error:`, the pattern, a caret line, `error: <what>`); recipe errors are
-/// logged and listed one per line, so this makes it `<what> at column N`.
-fn one_line_syntax_error(full: &str) -> String {
-    let lines: Vec<&str> = full.lines().collect();
-    let Some(what) = lines.iter().rev().find_map(|l| l.strip_prefix("error: ")) else {
-        return lines
-            .iter()
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+/// A pattern the regex parser rejected, from the parser's structured error:
+/// a repeated group name becomes [`TagPatternError::DuplicateGroup`] naming
+/// the group; anything else is [`TagPatternError::Compile`] with the
+/// parser's description and, for a one-line pattern, where the problem
+/// starts (`unclosed group at column 3`), so that it fits on the one line
+/// recipe errors are logged and listed on.
+fn syntax_error(e: &regex_syntax::Error) -> TagPatternError {
+    use regex_syntax::ast::{ErrorKind, Span};
+    let (what, pattern, spans): (String, &str, [Option<&Span>; 2]) = match e {
+        regex_syntax::Error::Parse(e) => {
+            if let ErrorKind::GroupNameDuplicate { .. } = e.kind() {
+                let name = e.span().start.offset..e.span().end.offset;
+                if let Some(name) = e.pattern().get(name) {
+                    return TagPatternError::DuplicateGroup(name.to_string());
+                }
+            }
+            (
+                e.kind().to_string(),
+                e.pattern(),
+                [Some(e.span()), e.auxiliary_span()],
+            )
+        }
+        regex_syntax::Error::Translate(e) => {
+            (e.kind().to_string(), e.pattern(), [Some(e.span()), None])
+        }
+        // A kind of error this version of the parser does not have.
+        other => {
+            let text = other.to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            return TagPatternError::Compile(lines.join("; "));
+        }
     };
-    // A one-line pattern is printed indented by four spaces, with the carets
-    // under it; longer layouts (multi-line patterns) only keep the message.
-    let column = match lines.as_slice() {
-        [_, pattern, carets, _] if pattern.starts_with("    ") => carets
-            .find('^')
-            .filter(|&i| i >= 4 && carets.trim().chars().all(|c| c == '^'))
-            .map(|i| i - 3),
-        _ => None,
-    };
-    match column {
+    // Columns only point somewhere for a pattern on one line. An error
+    // with two places (a flag given twice) starts at the first.
+    let column = spans
+        .into_iter()
+        .flatten()
+        .map(|s| s.start.column)
+        .min()
+        .filter(|_| !pattern.contains('\n'));
+    TagPatternError::Compile(match column {
         Some(c) => format!("{what} at column {c}"),
-        None => what.to_string(),
-    }
+        None => what,
+    })
 }
 
 impl TagPattern {
@@ -243,15 +319,7 @@ impl TagPattern {
     /// `minor`, `patch`, `prerelease` or a name twice, or has named groups
     /// without both `major` and `minor`.
     pub fn new(pattern: &str) -> Result<TagPattern, TagPatternError> {
-        let regex = compile(pattern).map_err(|e| {
-            // The parser rejects duplicate names itself; name the group.
-            if e.contains("duplicate capture group name") {
-                if let Some(name) = duplicate_group_name(pattern) {
-                    return TagPatternError::DuplicateGroup(name);
-                }
-            }
-            TagPatternError::Compile(e)
-        })?;
+        let regex = compile(pattern)?;
 
         let mut unnamed = 0usize;
         let mut named: [Option<usize>; 4] = [None; 4];
@@ -337,6 +405,13 @@ impl TagMatcher<'_> {
     /// As [`TagPattern::upstream_version`].
     pub fn upstream_version(&mut self, tag: &str) -> Option<Result<String, TagError>> {
         let c = &self.pattern.regex;
+        if let Some(head) = unusable_tag_head(tag) {
+            return may_match_from(c.pikevm.get_nfa(), head).then(|| {
+                Err(TagError::Unusable {
+                    tag: tag.to_string(),
+                })
+            });
+        }
         let caps = &mut self.caps;
         let backtracked = tag.len() <= c.backtrack.max_haystack_len()
             && c.backtrack
@@ -397,6 +472,37 @@ impl fmt::Display for TagPattern {
     }
 }
 
+/// Could a text starting with `head` match `nfa`? Runs a lazy DFA over
+/// `head` and answers no only when it dies (no continuation can match).
+/// Answers yes when the DFA cannot tell (a Unicode word boundary on
+/// non-ASCII text, say): an unusable tag is then warned about rather than
+/// skipped in silence. Built only for unusable tags, which are rare, so
+/// patterns stay NFA-only the rest of the time (see [`compile`]).
+fn may_match_from(nfa: &thompson::NFA, head: &str) -> bool {
+    use regex_automata::hybrid::dfa::DFA;
+    use regex_automata::Input;
+    let Ok(dfa) = DFA::builder().build_from_nfa(nfa.clone()) else {
+        return true;
+    };
+    let mut cache = dfa.create_cache();
+    let Ok(mut state) = dfa.start_state_forward(&mut cache, &Input::new(head)) else {
+        return true;
+    };
+    for &byte in head.as_bytes() {
+        state = match dfa.next_state(&mut cache, state, byte) {
+            Ok(s) => s,
+            Err(_) => return true,
+        };
+        if state.is_dead() {
+            return false;
+        }
+        if state.is_quit() || state.is_match() {
+            return true;
+        }
+    }
+    true
+}
+
 /// Applies the section 3 rules to a version taken out of `tag`.
 fn check_version(tag: &str, version: String) -> Result<String, TagError> {
     if version.is_empty() {
@@ -423,31 +529,6 @@ fn check_version(tag: &str, version: String) -> Result<String, TagError> {
     } else {
         TagError::BadStart { tag, version }
     })
-}
-
-/// Best effort: the first group name written twice in `pattern`
-/// (`(?P<name>` or `(?<name>`). Only used to word an error the regex crate
-/// already reported.
-fn duplicate_group_name(pattern: &str) -> Option<String> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut rest = pattern;
-    while let Some(at) = rest.find("(?") {
-        rest = &rest[at + 2..];
-        let after = rest.strip_prefix("P<").or_else(|| {
-            rest.strip_prefix('<')
-                .filter(|r| !r.starts_with(['=', '!']))
-        });
-        if let Some(after) = after {
-            if let Some(end) = after.find('>') {
-                let name = &after[..end];
-                if seen.contains(&name) {
-                    return Some(name.to_string());
-                }
-                seen.push(name);
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -657,7 +738,59 @@ mod tests {
         );
         // Messages stay short even for huge tags.
         let huge = format!("v{}", "9".repeat(10_000));
-        assert!(err(&p, &huge).to_string().len() < 400);
+        let e = err(&p, &huge).to_string();
+        assert!(e.len() < 400, "{e}");
+        assert!(!e.contains(&"9".repeat(MAX_SHOWN_TAG + 1)), "{e}");
+    }
+
+    #[test]
+    fn unusable_tags_are_short_stand_ins() {
+        let huge = format!("v1.2.{}", "3".repeat(9_995));
+        let s = unusable_tag(huge.as_bytes());
+        assert!(s.chars().count() <= MAX_SHOWN_TAG, "{s}");
+        assert!(
+            s.starts_with("v1.2.333") && s.ends_with("[unusable tag of 10000 bytes]"),
+            "{s}"
+        );
+        assert!(unusable_tag_head(&s).is_some_and(|h| huge.starts_with(h)));
+        // Control characters and bytes that are not UTF-8 stay out.
+        let odd = unusable_tag(b"v1\n\x1b[31m\xff");
+        assert!(!odd.chars().any(char::is_control), "{odd:?}");
+        assert_eq!(unusable_tag_head(&odd), Some("v1??[31m\u{fffd}"));
+        // However long the tag, the stand-in fits.
+        assert!(unusable_tag(&vec![b'x'; 1 << 20]).chars().count() <= MAX_SHOWN_TAG);
+        // No real tag (git refuses spaces in ref names) reads as a stand-in.
+        for tag in ["v1.0", "v1.0-bytes]", "x\u{2026}[unusable"] {
+            assert_eq!(unusable_tag_head(tag), None, "{tag}");
+        }
+    }
+
+    #[test]
+    fn unusable_tags_are_reported_when_they_could_match() {
+        let p = pat(r"^v(\d+\.\d+\.\d+)$");
+        let could = unusable_tag(format!("v1.2.{}", "3".repeat(9_995)).as_bytes());
+        assert_eq!(
+            p.upstream_version(&could),
+            Some(Err(TagError::Unusable { tag: could.clone() }))
+        );
+        let e = err(&p, &could).to_string();
+        assert!(e.contains("cannot be used") && e.len() < 250, "{e}");
+        // Its first characters already rule a match out: silent.
+        let cannot = unusable_tag(format!("v1.2.3x{}", "3".repeat(9_995)).as_bytes());
+        assert_eq!(p.upstream_version(&cannot), None);
+        assert_eq!(p.upstream_version(&unusable_tag(&[b'z'; 300])), None);
+        // Unanchored patterns could match anything.
+        let p = pat(r"v(\d+)");
+        assert!(matches!(
+            p.upstream_version(&unusable_tag(&[b'z'; 300])),
+            Some(Err(TagError::Unusable { .. }))
+        ));
+        // A match already complete in the first characters.
+        let p = pat(r"^v(\d+)");
+        assert!(matches!(
+            p.upstream_version(&unusable_tag(format!("v12{}", "-".repeat(300)).as_bytes())),
+            Some(Err(TagError::Unusable { .. }))
+        ));
     }
 
     #[test]
@@ -682,6 +815,16 @@ mod tests {
         );
         let e = pattern_err("^v(\\d+\n)(?x)(\n$").to_string();
         assert!(!e.contains('\n') && e.contains("unclosed group"), "{e}");
+        assert_eq!(e, "does not compile: unclosed group");
+        // Errors found after parsing (translation) have a column too.
+        let e = pattern_err(r"^v(\p{Foo})$").to_string();
+        assert_eq!(
+            e,
+            "does not compile: Unicode property not found at column 4"
+        );
+        // Two places: the column of the first.
+        let e = pattern_err(r"^(?ixi)v(\d+)$").to_string();
+        assert_eq!(e, "does not compile: duplicate flag at column 4");
     }
 
     #[test]
@@ -727,6 +870,10 @@ mod tests {
         for p in [
             r"^(?P<major>\d+)\.(?P<minor>\d+)|(?P<major>\d+)_(?P<minor>\d+)$",
             r"^(?<major>\d+)\.(?<major>\d+)$",
+            // The parser names the group: text that only looks like a
+            // group (inside a class, or a comment) does not count.
+            r"^[(?P<minor>(?P<minor>]*(?P<major>\d+)\.(?P<major>\d+)$",
+            "(?x)^(?P<major>\\d+) # (?P<minor>\n (?P<minor>\\d+) (?P<major>x)$",
         ] {
             let e = pattern_err(p);
             assert!(
@@ -766,13 +913,6 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.regex, &c.regex));
         assert_eq!(ok(&b, "v1.2.3"), "1.2.3");
         assert_eq!(ok(&c, "release-1.2.3"), "1.2.3");
-    }
-
-    #[test]
-    fn duplicate_scan() {
-        assert_eq!(duplicate_group_name(r"(?P<a>x)(?<a>y)"), Some("a".into()));
-        assert_eq!(duplicate_group_name(r"(?P<a>x)(?<b>y)(?<=z)"), None);
-        assert_eq!(duplicate_group_name(r"(?<a>x"), None);
     }
 
     #[test]

@@ -90,6 +90,15 @@ pub enum RepoError {
         /// What is wrong with it.
         problem: String,
     },
+    /// `index/archive.json` is missing from a repository that has
+    /// published: the daemon stops rather than start a new archive.
+    #[error("{}: missing, but the repository has published ({evidence}); restore it from a backup, or move the repository aside to start a new one", path.display())]
+    ArchiveMissing {
+        /// The archive's path.
+        path: PathBuf,
+        /// What shows the repository has published.
+        evidence: String,
+    },
     /// The signing key file is unusable.
     #[error("{}: signing key: {problem}", path.display())]
     Key {
@@ -390,6 +399,16 @@ impl Repo {
                 bytes
             }
             None => {
+                // A new repository is started only in an empty repo/: an
+                // archive that vanished from under a published repository
+                // must never be silently replaced by an empty one (every
+                // tag would be built again and the index history lost).
+                if let Some(evidence) = published_evidence(&repo.cfg.dir)? {
+                    return Err(RepoError::ArchiveMissing {
+                        path: archive_path,
+                        evidence,
+                    });
+                }
                 // Fresh repository: an empty, valid archive at index_version 0.
                 let bytes = repo.render("archive", repo.index_version, &repo.archive);
                 write_atomic(&archive_path, &bytes).map_err(io_err(&archive_path))?;
@@ -713,6 +732,27 @@ impl Repo {
             },
         }
     }
+}
+
+/// What shows that the repository at `dir` has published, when its
+/// archive is missing: `index/active.json`, or a file in `pool/`.
+fn published_evidence(dir: &Path) -> Result<Option<String>, RepoError> {
+    let active = dir.join("index").join("active.json");
+    if active.exists() {
+        return Ok(Some(format!("{} exists", active.display())));
+    }
+    let pool = dir.join("pool");
+    for ent in fs::read_dir(&pool).map_err(io_err(&pool))? {
+        let sub = ent.map_err(io_err(&pool))?.path();
+        if !sub.is_dir() {
+            continue;
+        }
+        if let Some(f) = fs::read_dir(&sub).map_err(io_err(&sub))?.next() {
+            let f = f.map_err(io_err(&sub))?.path();
+            return Ok(Some(format!("{} exists", f.display())));
+        }
+    }
+    Ok(None)
 }
 
 fn sig_path(path: &Path) -> PathBuf {

@@ -239,7 +239,13 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             method_not_allowed("GET, HEAD")
         }
         "/healthz" => match st.health.check() {
-            Ok(()) => text(StatusCode::OK, "ok"),
+            Ok(()) => match st.status.held() {
+                None => text(StatusCode::OK, "ok"),
+                Some(held) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("builds held: {held}"),
+                ),
+            },
             Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
         },
         "/status" => {

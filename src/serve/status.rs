@@ -150,6 +150,7 @@ struct State {
     published_packages: usize,
     repository_error: Option<String>,
     sandbox: &'static str,
+    held: Option<String>,
     durations: Histogram,
     builds: VecDeque<BuildRecord>,
 }
@@ -263,6 +264,7 @@ impl Status {
                 published_packages: 0,
                 repository_error: None,
                 sandbox: "none",
+                held: None,
                 durations: Histogram::default(),
                 builds: VecDeque::new(),
             }),
@@ -404,6 +406,17 @@ impl Status {
         self.update(|s| s.sandbox = sandbox);
     }
 
+    /// Why the farm holds its queue (a host fault: `disk full: ...`), or
+    /// `None`.
+    pub fn set_held(&self, held: Option<String>) {
+        self.update(|s| s.held = held);
+    }
+
+    /// Why the farm holds its queue, if it does.
+    pub fn held(&self) -> Option<String> {
+        self.lock().held.clone()
+    }
+
     /// Why the repository cannot be opened (builds are held), or `None`.
     pub fn set_repository_error(&self, e: Option<String>) {
         self.update(|s| s.repository_error = e);
@@ -534,6 +547,7 @@ impl Status {
             published_packages: usize,
             repository_error: Option<&'a str>,
             sandbox: &'static str,
+            held: Option<&'a str>,
             builds_cancelled: u64,
             paused: &'a [String],
         }
@@ -575,6 +589,7 @@ impl Status {
             published_packages: s.published_packages,
             repository_error: s.repository_error.as_deref(),
             sandbox: s.sandbox,
+            held: s.held.as_deref(),
             builds_cancelled: s.builds_cancelled,
             paused: &s.paused,
         };

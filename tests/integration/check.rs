@@ -451,3 +451,62 @@ fn example_recipes_pass_check() {
         "expected at least three example recipes: {ids:?}"
     );
 }
+
+#[test]
+fn a_local_upstream_of_another_owner_is_a_check_warning() {
+    use std::os::unix::fs::chown;
+    let farm = Farm::new();
+    farm.write_config("");
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.simple_recipe("theirs", &up, "#!/bin/sh\n", "");
+    farm.recipe(
+        "gone",
+        "[upstream]\ngit = \"/nonexistent/upstream\"\ntag_pattern = '^v(.*)$'\n",
+        "#!/bin/sh\n",
+    );
+    let out = farm.run(&["--check"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("warning: recipe gone: local upstream /nonexistent/upstream is not readable"),
+        "{text}"
+    );
+    assert!(!text.contains("recipe theirs"), "{text}");
+    // Owned by another user: git would refuse it as this user.
+    chown(&up.path, Some(65534), None).unwrap();
+    let out = farm.run(&["--check"]);
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings do not fail --check: {text}"
+    );
+    assert!(
+        text.contains("warning: recipe theirs: local upstream")
+            && text.contains("owned by uid 65534")
+            && text.contains("safe.directory"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_state_dir_of_another_owner_is_refused() {
+    use std::os::unix::fs::chown;
+    let farm = Farm::new();
+    farm.write_config("");
+    std::fs::create_dir_all(farm.state()).unwrap();
+    chown(farm.state(), Some(65534), Some(65534)).unwrap();
+    let out = farm.run(&["--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("state_dir") && err.contains("runuser -u"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(farm.state()).unwrap().count(),
+        0,
+        "nothing written into the other user's state_dir"
+    );
+}

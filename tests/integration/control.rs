@@ -654,10 +654,6 @@ fn refused(o: &Output, code: i32, want: &str) {
 #[test]
 fn ctl_drives_every_command_against_a_real_daemon() {
     let farm = control_farm("[backoff]\nschedule = [\"1h\"]\n");
-    // `ctl --config` connects to [http].addr: a port of its own.
-    let text = std::fs::read_to_string(farm.config_path()).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    std::fs::write(farm.config_path(), text.replacen("127.0.0.1:0", &addr, 1)).unwrap();
     let up = Upstream::new(&farm.root.join("up"));
     up.release("v1.0.0");
     let go = farm.root.join("go");
@@ -676,6 +672,11 @@ fn ctl_drives_every_command_against_a_real_daemon() {
     bad.release("v2.0.0");
     farm.simple_recipe("flaky", &bad, "#!/bin/sh\necho broken\nexit 1\n", "");
     let d = farm.start();
+    // `ctl --config` connects to [http].addr: the port the daemon took
+    // (the daemon reads its config only at start).
+    let text = std::fs::read_to_string(farm.config_path()).unwrap();
+    let text = text.replacen("127.0.0.1:0", d.addr.as_deref().unwrap(), 1);
+    std::fs::write(farm.config_path(), text).unwrap();
     d.wait_event("build failed", &[("recipe", "flaky")], T);
     d.wait_event("build + publish complete", &[("recipe", "libz")], T);
 

@@ -439,16 +439,26 @@ fn sigkill_at_any_instant_of_publishing_loses_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20)
         .max(2);
-    let seed: u64 = std::env::var("FARMHAND_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
+    // The seed decides every random choice: which runs are killed at
+    // start-up, during the build or inside a publish step, which step, and
+    // at what fraction of the calibrated durations. It is printed first
+    // and named in every failure; to replay a failing run, set it:
+    //   FARMHAND_CRASH_SEED=<seed> cargo test --test integration sigkill_at_any_instant
+    // (the kill instants are the same; what the process reached by then
+    // still depends on the machine's timing). Unset: a fresh seed per run.
+    let seed: u64 = match std::env::var("FARMHAND_CRASH_SEED") {
+        Ok(s) => match s.trim().parse() {
+            Ok(n) if n != 0 => n,
+            _ => panic!("FARMHAND_CRASH_SEED={s:?}: want a non-zero decimal number"),
+        },
+        Err(_) => {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos() as u64
                 | 1
-        });
+        }
+    };
     eprintln!("crash test: {runs} runs, FARMHAND_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
 
@@ -495,7 +505,10 @@ fn sigkill_at_any_instant_of_publishing_loses_nothing() {
         let once = run % 2 == 0;
         let started_at = Instant::now();
         let mut p = Proc::start(&farm, once, true);
-        let ctx = format!("run {run} ({})", if once { "--once" } else { "daemon" });
+        let ctx = format!(
+            "FARMHAND_CRASH_SEED={seed} run {run} ({})",
+            if once { "--once" } else { "daemon" }
+        );
         let plan = if run == 0 { 100 } else { rng.below(100) };
         if plan < 10 {
             // Start-up: opening and healing the repository, the poll, the
@@ -606,7 +619,7 @@ fn sigkill_at_any_instant_of_publishing_loses_nothing() {
         }
         assert!(
             Instant::now() < deadline && !p.exited(),
-            "never published: {missing:?}; final daemon log:\n{}",
+            "FARMHAND_CRASH_SEED={seed}: never published: {missing:?}; final daemon log:\n{}",
             p.text()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -621,22 +634,31 @@ fn sigkill_at_any_instant_of_publishing_loses_nothing() {
         nix::unistd::Pid::from_raw(p.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    assert_eq!(p.finish(), Some(0), "final daemon: log:\n{}", p.text());
-    let fin = check_after_kill(&repo, &snap, "final");
-    check_healed(&repo, &fin, "final");
+    let ctx = format!("FARMHAND_CRASH_SEED={seed} final");
+    assert_eq!(p.finish(), Some(0), "{ctx}: daemon log:\n{}", p.text());
+    let fin = check_after_kill(&repo, &snap, &ctx);
+    check_healed(&repo, &fin, &ctx);
     // No orphan is left in the pool: every final name is in the archive.
     let archive = read_json(&repo.join("index/archive.json"));
     let entries = entries_of(&archive);
-    assert_eq!(entries.len(), runs * PACKAGES.len(), "each version once");
+    assert_eq!(
+        entries.len(),
+        runs * PACKAGES.len(),
+        "{ctx}: each version once"
+    );
     let mut files = 0;
     for dir in std::fs::read_dir(repo.join("pool")).unwrap() {
         for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
             let name = f.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!name.starts_with(".tmp-"), "{name}");
+            assert!(!name.starts_with(".tmp-"), "{ctx}: {name}");
             files += 1;
         }
     }
-    assert_eq!(files, entries.len(), "pool holds exactly the archive");
+    assert_eq!(
+        files,
+        entries.len(),
+        "{ctx}: pool holds exactly the archive"
+    );
 
     eprintln!(
         "crash test: {runs} runs in {:?}; where the SIGKILL landed:",

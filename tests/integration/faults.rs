@@ -4,7 +4,8 @@
 //! daemons behind, a build that floods its log, the signing key deleted
 //! after start, and recipes_dir gone at reload. In each, the daemon stays
 //! up, reports the failure with its cause, applies backoff where a build
-//! failed, and reaches the next good state on its own.
+//! failed (a full disk is the host's fault, not the recipe's: the farm
+//! holds its queue instead), and reaches the next good state on its own.
 
 use crate::util::*;
 use std::time::{Duration, Instant};
@@ -32,6 +33,24 @@ fn build_of<'a>(builds: &'a [serde_json::Value], recipe: &str, n: usize) -> &'a 
     mine[mine.len() - 1 - n]
 }
 
+/// While a host fault holds the farm: `/status` says `held` with the cause,
+/// `/healthz` answers 503, and the recipe has no backoff entry.
+fn assert_held(d: &Daemon, recipe: &str, version: &str, cause: &str) {
+    let st = d.status();
+    let held = st["held"].as_str().unwrap_or_default();
+    assert!(
+        held.starts_with("disk full: ") && held.contains(cause),
+        "{st:#}"
+    );
+    assert!(
+        st["failures"].get(format!("{recipe}@{version}")).is_none(),
+        "{st:#}"
+    );
+    let r = d.get("/healthz");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("builds held: disk full"), "{}", r.text());
+}
+
 /// After a failed first attempt and a successful second one: the failure
 /// is in /builds with its phase and cause, and the retry waited for the
 /// backoff (schedule of 2 s → at least 1 s at /builds' second precision).
@@ -53,7 +72,7 @@ fn assert_failed_then_retried(d: &Daemon, recipe: &str, phase: &str, cause: &str
 }
 
 #[test]
-fn disk_full_while_packaging_fails_backs_off_and_recovers() {
+fn disk_full_while_packaging_holds_the_farm_until_space_returns() {
     let mut farm = Farm::new();
     farm.http = true;
     let _fs = Tmpfs::mount(&farm.state(), "3m");
@@ -74,15 +93,13 @@ fn disk_full_while_packaging_fails_backs_off_and_recovers() {
         "",
     );
     let d = farm.start();
-    let line = d.wait_event("build failed", &[("recipe", "fill")], T);
+    let line = d.wait_event("builds held: host fault", &[("recipe", "fill")], T);
     assert!(
         line.contains("phase=packaging") && line.contains("No space left on device"),
         "{line}"
     );
-    assert!(line.contains("next_retry_after=2s"), "{line}");
-    d.assert_healthy();
-    let st = d.status();
-    assert_eq!(st["failures"]["fill@1.0.0-1"]["failures"], 1, "{st:#}");
+    assert!(!d.logs().contains("msg=\"build failed\""), "{}", d.logs());
+    assert_held(&d, "fill", "1.0.0-1", "No space left on device");
     // The failed build's stage was removed: the space is back.
     assert!(
         std::fs::read_dir(farm.state().join("stage"))
@@ -94,9 +111,11 @@ fn disk_full_while_packaging_fails_backs_off_and_recovers() {
 
     std::fs::remove_file(&filler).unwrap();
     d.wait_event("build + publish complete", &[("recipe", "fill")], T);
+    d.wait_event("host fault cleared; builds resume", &[], T);
     assert_failed_then_retried(&d, "fill", "packaging", "No space left on device");
     let st = d.status();
     assert_eq!(st["failures"], serde_json::json!({}), "{st:#}");
+    assert_eq!(st["held"], serde_json::Value::Null, "{st:#}");
     let archive = read_json(&farm.repo().join("index/archive.json"));
     let e = &archive["packages"][0];
     assert_eq!(
@@ -107,7 +126,7 @@ fn disk_full_while_packaging_fails_backs_off_and_recovers() {
 }
 
 #[test]
-fn disk_full_while_publishing_fails_backs_off_and_recovers() {
+fn disk_full_while_publishing_holds_the_farm_until_space_returns() {
     let mut farm = Farm::new();
     farm.http = true;
     let _fs = Tmpfs::mount(&farm.state(), "4m");
@@ -125,12 +144,10 @@ fn disk_full_while_publishing_fails_backs_off_and_recovers() {
     let filler = farm.state().join("filler");
     let filled = Tmpfs::fill(&filler);
     assert!(filled > 1_000_000, "filled only {filled} bytes");
-    let line = d.wait_event("publish failed", &[("recipe", "pub")], T);
+    let line = d.wait_event("builds held: host fault", &[("recipe", "pub")], T);
     assert!(line.contains("No space left on device"), "{line}");
-    assert!(line.contains("next_retry_after=2s"), "{line}");
-    d.assert_healthy();
-    let st = d.status();
-    assert_eq!(st["failures"]["pub@1.0.0-1"]["failures"], 1, "{st:#}");
+    assert!(line.contains("phase=publishing"), "{line}");
+    assert_held(&d, "pub", "1.0.0-1", "No space left on device");
     // Nothing half-written under a final name: the archive still parses
     // and lists nothing.
     let archive = read_json(&farm.repo().join("index/archive.json"));

@@ -245,32 +245,7 @@ fn sysusers_and_tmpfiles_create_the_user_and_recipes_dir() {
 
 #[test]
 fn debian_package_holds_binary_unit_config_and_docs() {
-    let out = tempfile::tempdir().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // Packages the binary this test run built (target/debug), stripped, as
-    // the release build would be; no second compilation.
-    run_ok(
-        Command::new(&cargo)
-            .args([
-                "deb",
-                "--no-build",
-                "--profile",
-                "dev",
-                "--strip",
-                "--fast",
-                "--locked",
-                "--offline",
-                "--quiet",
-                "--output",
-            ])
-            .arg(out.path())
-            .current_dir(root()),
-    );
-    let deb = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("a .deb was written");
+    let deb = debian_package();
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         name.starts_with(&format!("farmhand_{}-1_", env!("CARGO_PKG_VERSION"))),
@@ -451,15 +426,6 @@ fn alert_rules_check_and_unit_tests_pass() {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process killed (by its PID) and reaped when dropped.
 struct Reaped(Child);
 
@@ -551,25 +517,25 @@ fn prometheus_scrapes_metrics_and_status() {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let prom_addr = format!("127.0.0.1:{port}");
     let log = std::fs::File::create(data.path().join("prometheus.log")).unwrap();
-    let prom = Reaped(
+    // Port 0: Prometheus binds a port the kernel picks, read back from the
+    // kernel once it listens (see `listening_port`).
+    let mut prom = Reaped(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 data.path().join("tsdb").display()
             ))
-            .arg(format!("--web.listen-address={prom_addr}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("prometheus starts"),
     );
+    let prom_addr = format!("127.0.0.1:{}", listening_port(&mut prom.0, "prometheus"));
     let plog = || std::fs::read_to_string(data.path().join("prometheus.log")).unwrap_or_default();
-    let _ = &prom;
 
     let want_both = |v: &str| {
         vec![
@@ -770,10 +736,55 @@ journalctl -D /run/log/journal -o json --no-pager RECIPE=hello
 
 /// Starts `cmd` (the daemon, possibly behind a wrapper that execs it) with
 /// its stderr collected like `Farm::start`.
-fn spawn_daemon(cmd: &mut Command, addr: Option<String>) -> Daemon {
-    let mut d = Daemon::spawn(cmd);
-    d.addr = addr;
-    d
+/// `systemd-socket-activate [--datagram] --listen=127.0.0.1:<port>
+/// farmhand --config <farm> --log-format logfmt`, once it listens, and the
+/// port. It takes no port 0, so the port is one the kernel handed out a
+/// moment ago: should another process take it in between, the bind fails
+/// ("Address already in use") and another port is tried.
+fn socket_activate(farm: &Farm, datagram: bool) -> (Daemon, u16) {
+    for _ in 0..10 {
+        let port = if datagram {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        } else {
+            let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let mut cmd = Command::new("systemd-socket-activate");
+        if datagram {
+            cmd.arg("--datagram");
+        }
+        cmd.arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(bin())
+            .arg("--config")
+            .arg(farm.config_path())
+            .args(["--log-format", "logfmt"]);
+        let mut d = Daemon::spawn(&mut cmd);
+        let listening = wait_for(
+            Duration::from_secs(20),
+            "systemd-socket-activate to listen or exit",
+            || match d.child.try_wait() {
+                _ if d.logs().contains("Listening on") => Some(true),
+                Ok(Some(_)) => Some(false),
+                _ => None,
+            },
+        );
+        if listening {
+            d.addr = (!datagram).then(|| format!("127.0.0.1:{port}"));
+            return (d, port);
+        }
+        // It exited; its last words may still be on their way to the log.
+        let t = std::time::Instant::now();
+        while !d.logs().contains("Address already in use") {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "systemd-socket-activate failed:\n{}",
+                d.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("no port to be had for systemd-socket-activate in 10 tries");
 }
 
 fn activation_farm() -> Farm {
@@ -790,21 +801,11 @@ fn activation_farm() -> Farm {
 #[test]
 fn socket_activation_serves_on_the_inherited_socket() {
     let farm = activation_farm();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     // systemd-socket-activate binds the socket and, on the first
     // connection, execs farmhand with it as descriptor 3 and LISTEN_FDS=1,
     // LISTEN_PID=<its pid>, as systemd does.
-    let mut d = spawn_daemon(
-        Command::new("systemd-socket-activate")
-            .arg(format!("--listen={addr}"))
-            .arg(bin())
-            .arg("--config")
-            .arg(farm.config_path())
-            .args(["--log-format", "logfmt"]),
-        Some(addr.clone()),
-    );
-    d.wait_log("Listening on", Duration::from_secs(20));
+    let (mut d, _) = socket_activate(&farm, false);
+    let addr = d.addr.clone().unwrap();
     // The first request starts the daemon and is answered by it: it waited
     // in the socket's queue meanwhile.
     let first = request(&addr, "GET", "/healthz", &[], b"");
@@ -836,18 +837,7 @@ fn socket_activation_serves_on_the_inherited_socket() {
 #[test]
 fn socket_activation_rejects_a_datagram_socket_and_ignores_foreign_variables() {
     let farm = activation_farm();
-    let port = free_port();
-    let mut d = spawn_daemon(
-        Command::new("systemd-socket-activate")
-            .arg("--datagram")
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(bin())
-            .arg("--config")
-            .arg(farm.config_path())
-            .args(["--log-format", "logfmt"]),
-        None,
-    );
-    d.wait_log("Listening on", Duration::from_secs(20));
+    let (mut d, port) = socket_activate(&farm, true);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(b"x", ("127.0.0.1", port)).unwrap();
     assert_eq!(d.wait_exit(Duration::from_secs(20)), 1, "{}", d.logs());

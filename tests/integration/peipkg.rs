@@ -144,17 +144,29 @@ fn peipkg_backend_runs_the_peipkg_tools_with_their_argv() {
 }
 
 #[test]
-fn peipkg_backend_without_the_tools_is_a_runtime_error() {
+fn peipkg_backend_without_the_tools_is_a_config_error() {
     let farm = Farm::new();
     std::fs::write(farm.root.join("farm.key"), [7u8; 32]).unwrap();
     farm.write_config("[signing]\nkey_file = \"farm.key\"\n[build]\nbackend = \"peipkg\"\n");
-    let out = std::process::Command::new(bin_path())
-        .args(["--config", farm.config_path().to_str().unwrap(), "--once"])
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("peipkg-build not found on PATH"));
+    // Exit 2 (the unit's RestartPreventExitStatus): restarting cannot
+    // bring the tools back.
+    for mode in ["--once", "--check"] {
+        let out = std::process::Command::new(bin_path())
+            .args(["--config", farm.config_path().to_str().unwrap(), mode])
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{mode}: {text}");
+        assert!(
+            text.contains("peipkg-build not found on PATH"),
+            "{mode}: {text}"
+        );
+    }
 }
 
 fn bin_path() -> std::path::PathBuf {

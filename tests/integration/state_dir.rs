@@ -202,3 +202,39 @@ fn a_broken_repository_holds_builds_until_repaired_and_reloaded() {
         "1.0.0 is not rebuilt"
     );
 }
+
+#[test]
+fn a_missing_archive_over_a_published_repository_stops_daemon_and_once() {
+    let farm = Farm::new();
+    farm.write_config("");
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.simple_recipe("hello", &up, "#!/bin/sh\necho hi > \"$DESTDIR/hi\"\n", "");
+    farm.once_ok();
+    let archive = farm.repo().join("index/archive.json");
+    std::fs::remove_file(&archive).unwrap();
+
+    let out = farm.run(&["--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("archive.json") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(!archive.exists(), "no new archive was started");
+
+    let mut d = farm.start();
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), 1, "{}", d.logs());
+    assert!(d.logs().contains("archive.json"), "{}", d.logs());
+    assert!(!archive.exists(), "no new archive was started");
+
+    // Only the active index left (the pool emptied by hand): still refused.
+    std::fs::remove_dir_all(farm.repo().join("pool")).unwrap();
+    std::fs::create_dir(farm.repo().join("pool")).unwrap();
+    let out = farm.run(&["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    // An empty repo/ starts a new repository.
+    std::fs::remove_dir_all(farm.repo()).unwrap();
+    farm.once_ok();
+    assert!(archive.exists());
+}

@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::util::*;
 
@@ -138,10 +137,10 @@ fn serve(dir: &Path, ca: &str, repo: &Path) -> TlsServer {
         response,
     )
     .unwrap();
-    let port = free_port();
+    // Port 0: s_server binds a port the kernel picks, read back from the
+    // kernel once it listens (see `listening_port`).
     let child = Command::new("openssl")
-        .args(["s_server", "-HTTP", "-quiet", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
+        .args(["s_server", "-HTTP", "-quiet", "-accept", "127.0.0.1:0"])
         .arg("-cert")
         .arg(dir.join("server.pem"))
         .arg("-key")
@@ -152,15 +151,8 @@ fn serve(dir: &Path, ca: &str, repo: &Path) -> TlsServer {
         .stderr(Stdio::null())
         .spawn()
         .expect("openssl s_server starts");
-    let mut s = TlsServer { child, port };
-    wait_for(Duration::from_secs(10), "s_server to listen", || {
-        if let Ok(Some(st)) = s.child.try_wait() {
-            panic!("s_server exited: {st}");
-        }
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    });
+    let mut s = TlsServer { child, port: 0 };
+    s.port = listening_port(&mut s.child, "s_server");
     s
 }
 

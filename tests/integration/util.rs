@@ -649,48 +649,116 @@ pub fn read_tar_zst(p: &Path) -> Vec<TarEntry> {
     out
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port of the TCP socket `child` listens on at 127.0.0.1, waiting
+/// until it does. For servers told to listen on port 0: the kernel picks a
+/// free port as the server binds it, so no other process can take it in
+/// between (choosing a port in the test and handing it over could race with
+/// every test running in parallel). The port is read from the kernel's
+/// socket table (`/proc/<pid>/net/tcp`), matched with the child's own
+/// descriptors. Panics if `child` exits first.
+pub fn listening_port(child: &mut Child, what: &str) -> u16 {
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{what} to listen"),
+        || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("{what} exited: {st}");
+            }
+            tcp_listen_port(child.id())
+        },
+    )
 }
 
-/// `git daemon` serving every repository under `base` on 127.0.0.1;
-/// killed by its PID when dropped.
+/// The local port of a listening IPv4 TCP socket held by process `pid`.
+fn tcp_listen_port(pid: u32) -> Option<u16> {
+    let sockets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    // `sl local_address rem_address st ... inode`, addresses as HEX:HEX,
+    // state 0A = LISTEN.
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+        if *state != "0A" || !sockets.iter().any(|s| s == inode) {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+    })
+}
+
+/// `git daemon` serving every repository under `base` on 127.0.0.1, run
+/// the way inetd runs it: the test holds the listening socket (bound to
+/// port 0, so no other process can take the port) and hands each
+/// connection to a `git daemon --inetd` of its own. When dropped, it stops
+/// accepting and kills and reaps the servers still running.
 pub struct GitDaemon {
-    pub child: Child,
     pub port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GitDaemon {
-    /// Starts the daemon and waits until it accepts connections.
+    /// Starts listening; connections wait in the socket's queue until the
+    /// accepting thread takes them.
     pub fn start(base: &Path) -> GitDaemon {
-        let port = free_port();
-        let child = Command::new("git")
-            .arg("daemon")
-            .arg("--reuseaddr")
-            .arg(format!("--base-path={}", base.display()))
-            .arg("--export-all")
-            .arg("--listen=127.0.0.1")
-            .arg(format!("--port={port}"))
-            .arg(base)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon starts");
-        let mut d = GitDaemon { child, port };
-        let addr = format!("127.0.0.1:{port}");
-        wait_for(Duration::from_secs(10), "git daemon to listen", || {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("git daemon exited early: {st}");
+        use std::os::fd::OwnedFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The server itself, not the `git` wrapper, which would leave it
+        // running when killed.
+        let server = PathBuf::from(git(base, &["--exec-path"]).trim()).join("git-daemon");
+        let base = base.to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut serving: Vec<Child> = Vec::new();
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        let out = conn.try_clone().unwrap();
+                        let child = Command::new(&server)
+                            .arg("--inetd")
+                            .arg("--log-destination=none")
+                            .arg(format!("--base-path={}", base.display()))
+                            .arg("--export-all")
+                            .arg(&base)
+                            .stdin(Stdio::from(OwnedFd::from(conn)))
+                            .stdout(Stdio::from(OwnedFd::from(out)))
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .expect("git daemon --inetd starts");
+                        serving.push(child);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("git daemon listener: {e}"),
+                }
+                serving.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
             }
-            TcpStream::connect(&addr).ok().map(|_| ())
+            for mut c in serving {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         });
-        d
+        GitDaemon {
+            port,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// `git://127.0.0.1:<port>/<name>`.
@@ -701,8 +769,10 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -1130,4 +1200,53 @@ pub fn rfc3339_secs(s: &str) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The `.deb` cargo-deb makes of the binary this test run built
+/// (target/debug, stripped, as the release build would be; no second
+/// compilation). Built once per test run and shared: two cargo-deb runs at
+/// once would strip into the same temporary file under target/debian.
+pub fn debian_package() -> PathBuf {
+    static DEB: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut deb = DEB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = deb.as_ref() {
+        return p.clone();
+    }
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-package");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = Command::new(&cargo)
+        .args([
+            "deb",
+            "--no-build",
+            "--profile",
+            "dev",
+            "--strip",
+            "--fast",
+            "--locked",
+            "--offline",
+            "--quiet",
+            "--output",
+        ])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} deb: {e}"));
+    assert!(
+        run.status.success(),
+        "cargo deb failed ({}):\n{}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let p = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb was written");
+    *deb = Some(p.clone());
+    p
 }
