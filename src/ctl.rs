@@ -780,6 +780,9 @@ fn render_status(s: &Value) -> String {
     if let Some(e) = s["repository_error"].as_str() {
         rows.push(vec!["repository".into(), format!("UNUSABLE: {e}")]);
     }
+    if let Some(h) = s["held"].as_str() {
+        rows.push(vec!["held".into(), format!("builds held: {h}")]);
+    }
     out.push_str(&pairs(&rows));
     if let Some(failures) = s["failures"].as_object().filter(|m| !m.is_empty()) {
         let rows: Vec<Vec<String>> = failures
