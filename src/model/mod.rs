@@ -6,6 +6,8 @@
 pub mod build;
 /// The config file: types, defaults, validation.
 pub mod config;
+/// A build's record, as `/builds` lists it and the build history keeps it.
+pub mod history;
 /// Path-safe names.
 pub mod name;
 /// Package stanzas of a recipe (`[[package]]`).

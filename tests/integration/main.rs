@@ -12,6 +12,7 @@ mod corpus;
 mod crash;
 mod daemon;
 mod faults;
+mod history;
 mod http;
 mod load;
 mod once;

@@ -1131,3 +1131,15 @@ pub fn rfc3339_secs(s: &str) -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// A build log's text: `<version>.<n>.log.zst` (finished builds) is
+/// decompressed, a plain `.log` (a running build) read as it is.
+pub fn read_build_log(p: &Path) -> String {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let text = if p.to_string_lossy().ends_with(".zst") {
+        zstd::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    } else {
+        bytes
+    };
+    String::from_utf8_lossy(&text).into_owned()
+}
