@@ -27,6 +27,7 @@ use crate::host::systemd;
 use crate::model::config::{format_duration, BuildBackend, Config, SandboxMode};
 use crate::model::recipe::{self, Roster};
 use crate::publish::repo::{Repo, RepoConfig};
+use crate::serve::events::EventBus;
 use crate::serve::http::{self, HttpState, Secret};
 use crate::serve::status::Status;
 use crate::watch::poll::{self, PollObserver, Scheduler};
@@ -364,7 +365,10 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     if let Some(e) = book_err {
         error!(err = %e, "backoff book unreadable");
     }
-    let status = Arc::new(Status::new(&cfg.manager.id));
+    let status = Arc::new(Status::with_events(
+        &cfg.manager.id,
+        Arc::new(EventBus::new(cfg.http.max_event_clients)),
+    ));
     let history = open_history(&cfg, &settings, &status).await?;
     status.set_sandbox(if settings.sandbox.is_some() {
         "bwrap"

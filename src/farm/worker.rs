@@ -369,6 +369,7 @@ impl Worker {
             }
         }
         if !queued.is_empty() {
+            self.status.builds_queued(&queued);
             self.publish_queue();
         }
         queued.len()

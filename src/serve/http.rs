@@ -1,6 +1,6 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
 //! `/status`, `/metrics`, `/builds`, `/builds/{id}`, `/builds/{id}/log`,
-//! `/recipes/{id}` and `POST /webhooks/github`.
+//! `/recipes/{id}`, `/events` and `POST /webhooks/github`.
 //!
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
@@ -35,6 +35,7 @@ use crate::model::build::Trigger;
 use crate::model::recipe::Roster;
 use crate::serve::api::{self, Representation};
 use crate::serve::builds::BuildQuery;
+use crate::serve::events;
 use crate::serve::logs;
 use crate::serve::status::{BuildLog, Status};
 use crate::watch::github;
@@ -218,7 +219,7 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             }
             github_webhook(req, peer, st).await
         }
-        "/healthz" | "/status" | "/metrics" | "/builds" if !is_get => {
+        "/healthz" | "/status" | "/metrics" | "/builds" | "/events" if !is_get => {
             method_not_allowed("GET, HEAD")
         }
         "/healthz" => match st.health.check() {
@@ -237,6 +238,7 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             Ok(q) => json(&st.status.builds(&q)),
             Err(e) => text(StatusCode::BAD_REQUEST, e),
         },
+        "/events" => event_stream(&req, st),
         p if p.starts_with("/builds/") && p.ends_with("/log") => {
             if !is_get {
                 return method_not_allowed("GET, HEAD");
@@ -305,6 +307,41 @@ fn document<T: serde::Serialize>(req: &Request<Incoming>, doc: &T) -> Response<B
         // until they exist, a browser gets the JSON.
         Representation::Html => json(doc),
         Representation::Json => json(doc),
+    }
+}
+
+/// `GET /events`: Server-Sent Events, resuming after `Last-Event-ID`;
+/// 503 when every subscriber slot is taken.
+fn event_stream(req: &Request<Incoming>, st: &HttpState) -> Response<Body> {
+    let stream_headers = |mut r: Response<Body>| {
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            hyper::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        r
+    };
+    if req.method() == Method::HEAD {
+        return stream_headers(Response::new(full(Bytes::new())));
+    }
+    let last = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok());
+    let bus = st.status.events().clone();
+    match bus.subscribe(last) {
+        Ok(sub) => {
+            let body = events::stream(bus, sub, st.cancel.clone());
+            stream_headers(Response::new(body.boxed()))
+        }
+        Err(full) => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, full.to_string());
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! HTTP: routing, `/status` and `/metrics` rendering, build history and
-//! logs, and webhooks. Talks to the farm only through its handles (the
-//! status store, the roster snapshot, the poll channel).
+//! logs, the event stream and webhooks. Talks to the farm only through its
+//! handles (the status store with its event bus, the roster snapshot, the
+//! poll channel).
 
 /// The documents of `/builds/{id}` and `/recipes/{id}`; JSON or page.
 pub mod api;
 /// The builds the status store holds, their queries and documents.
 pub mod builds;
+/// The event bus and `GET /events` (Server-Sent Events).
+pub mod events;
 /// The hyper server and routes.
 pub mod http;
 /// Finished build logs: zstd as stored, or decompressed.

@@ -5,13 +5,15 @@
 //! the worker, the poller and the HTTP handlers update it, and the HTTP
 //! handlers read rendered documents from it. Every change bumps a
 //! generation number; rendered JSON and Prometheus text are cached per
-//! generation, so a scrape storm costs one render per change.
+//! generation, so a scrape storm costs one render per change. Every change
+//! is also published on the event bus (`GET /events`), in the order the
+//! changes were made.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,11 +21,12 @@ use serde::Serialize;
 
 use crate::model::build::{BuildKey, BuildState, FailureRecord, QueuedBuild};
 use crate::model::build::{Phase, Trigger};
-use crate::model::config::DEFAULT_HISTORY_KEEP;
+use crate::model::config::{DEFAULT_HISTORY_KEEP, DEFAULT_MAX_EVENT_CLIENTS};
 use crate::model::history::BuildRecord;
 use crate::model::name::is_safe_component;
 use crate::model::time::rfc3339;
 use crate::serve::builds::{BuildDetail, BuildQuery, BuildSummary, Builds};
+use crate::serve::events::{BuildEvent, ControlEvent, EventBus, EventKind};
 use crate::watch::poll::{PollCounts, PollObserver};
 use crate::watch::WebhookResult;
 
@@ -33,6 +36,8 @@ pub const QUEUE_LISTED: usize = 1000;
 pub const POLLS_LISTED: usize = 20;
 /// How many builds of a recipe `/recipes/{id}` lists.
 pub const RECIPE_BUILDS_LISTED: usize = 20;
+/// How many queued builds a `queue` event lists.
+const QUEUE_EVENT_LISTED: usize = 20;
 
 /// Buckets of `farmhand_build_duration_seconds`.
 const BUCKETS: [f64; 12] = [
@@ -152,6 +157,25 @@ pub enum BuildLog {
 }
 
 #[derive(Serialize)]
+struct QueueEvent<'a> {
+    depth: usize,
+    queue: Vec<QueueView<'a>>,
+}
+
+#[derive(Serialize)]
+struct PollEvent<'a> {
+    recipe: &'a str,
+    #[serde(flatten)]
+    poll: &'a PollRecord,
+}
+
+#[derive(Serialize)]
+struct ReloadEvent {
+    recipes: usize,
+    invalid: usize,
+}
+
+#[derive(Serialize)]
 struct QueueView<'a> {
     recipe: &'a str,
     version: &'a str,
@@ -199,6 +223,7 @@ pub struct Status {
     generation: AtomicU64,
     cache: Mutex<Cache>,
     summary: tokio::sync::watch::Sender<String>,
+    events: Arc<EventBus>,
 }
 
 #[derive(Default)]
@@ -224,8 +249,14 @@ impl PollResult {
 }
 
 impl Status {
-    /// A fresh status for farm `farm_id`.
+    /// A fresh status for farm `farm_id`, with an event bus admitting the
+    /// default number of subscribers.
     pub fn new(farm_id: &str) -> Status {
+        Status::with_events(farm_id, Arc::new(EventBus::new(DEFAULT_MAX_EVENT_CLIENTS)))
+    }
+
+    /// A fresh status for farm `farm_id` publishing its changes on `events`.
+    pub fn with_events(farm_id: &str, events: Arc<EventBus>) -> Status {
         Status {
             state: Mutex::new(State {
                 farm_id: farm_id.to_string(),
@@ -256,7 +287,19 @@ impl Status {
             generation: AtomicU64::new(1),
             cache: Mutex::new(Cache::default()),
             summary: tokio::sync::watch::Sender::new("idle, 0 recipes".into()),
+            events,
         }
+    }
+
+    /// The event bus every change is published on.
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
+    }
+
+    /// Publishes a `control` event: what an operator did (the control
+    /// actions call this once an action is carried out).
+    pub fn publish_control(&self, ev: &ControlEvent) {
+        self.events.publish_control(ev);
     }
 
     /// The one-line summary (`idle, 12 recipes` / `building nginx 1.27.0-1`),
@@ -296,6 +339,13 @@ impl Status {
             s.polls.retain(|k, _| recipes.binary_search(k).is_ok());
             s.poll_history
                 .retain(|k, _| recipes.binary_search(k).is_ok());
+            self.events.publish(
+                EventKind::Reload,
+                &ReloadEvent {
+                    recipes: recipes.len(),
+                    invalid: invalid.len(),
+                },
+            );
             s.recipes = recipes;
             s.invalid = invalid;
         });
@@ -308,6 +358,27 @@ impl Status {
             s.builds.load(records, keep);
             s.logs_dir = logs_dir;
         });
+    }
+
+    /// Builds were queued.
+    pub fn builds_queued(&self, queued: &[QueuedBuild]) {
+        for b in queued {
+            self.events.publish(
+                EventKind::Build,
+                &BuildEvent {
+                    kind: "queued",
+                    recipe: &b.recipe,
+                    version: &b.version,
+                    tag: &b.tag,
+                    build_id: None,
+                    trigger: b.trigger,
+                    phase: None,
+                    state: None,
+                    duration: None,
+                    error: None,
+                },
+            );
+        }
     }
 
     /// A build started: `rec` is its start record (state running).
@@ -325,6 +396,21 @@ impl Status {
                 started: rec.started_at,
             });
             let (id, at) = (rec.id, rec.started_at);
+            self.events.publish(
+                EventKind::Build,
+                &BuildEvent {
+                    kind: "started",
+                    recipe: &rec.recipe,
+                    version: &rec.version,
+                    tag: &rec.tag,
+                    build_id: Some(rec.id),
+                    trigger: rec.trigger,
+                    phase: None,
+                    state: None,
+                    duration: None,
+                    error: None,
+                },
+            );
             // The first phase is recorded (and announced) as any other.
             let mut rec = rec;
             rec.phases.clear();
@@ -334,7 +420,29 @@ impl Status {
     }
 
     fn phase_changed(&self, s: &mut State, id: u64, phase: Phase, at: SystemTime) {
-        s.builds.phase(id, phase, at);
+        let before = s
+            .builds
+            .get(id)
+            .and_then(|r| r.phases.last().map(|p| p.phase));
+        if let Some(r) = s.builds.phase(id, phase, at) {
+            if before != Some(phase) {
+                self.events.publish(
+                    EventKind::Build,
+                    &BuildEvent {
+                        kind: "phase",
+                        recipe: &r.recipe,
+                        version: &r.version,
+                        tag: &r.tag,
+                        build_id: Some(r.id),
+                        trigger: r.trigger,
+                        phase: Some(phase),
+                        state: None,
+                        duration: None,
+                        error: None,
+                    },
+                );
+            }
+        }
     }
 
     /// The in-flight build moved to `phase`.
@@ -365,6 +473,21 @@ impl Status {
                 }
                 _ => {}
             }
+            self.events.publish(
+                EventKind::Build,
+                &BuildEvent {
+                    kind: "finished",
+                    recipe: &rec.recipe,
+                    version: &rec.version,
+                    tag: &rec.tag,
+                    build_id: Some(rec.id),
+                    trigger: rec.trigger,
+                    phase: rec.phase,
+                    state: Some(state),
+                    duration: rec.duration,
+                    error: rec.error.as_deref(),
+                },
+            );
             s.builds.finish(rec);
             if state != BuildState::Cancelled {
                 let h = &mut s.durations;
@@ -389,6 +512,22 @@ impl Status {
         self.update(|s| {
             s.queue = listed;
             s.queue_depth = depth;
+            self.events.publish(
+                EventKind::Queue,
+                &QueueEvent {
+                    depth,
+                    queue: s
+                        .queue
+                        .iter()
+                        .take(QUEUE_EVENT_LISTED)
+                        .map(|q| QueueView {
+                            recipe: &q.recipe,
+                            version: &q.version,
+                            tag: &q.tag,
+                        })
+                        .collect(),
+                },
+            );
         });
     }
 
@@ -465,6 +604,13 @@ impl Status {
                     PollResult::Error
                 }
             };
+            self.events.publish(
+                EventKind::Poll,
+                &PollEvent {
+                    recipe,
+                    poll: &record,
+                },
+            );
             let h = s.poll_history.entry(recipe.to_string()).or_default();
             if h.len() == POLLS_LISTED {
                 h.pop_back();

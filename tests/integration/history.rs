@@ -1,14 +1,19 @@
 //! The build history and the live view against the real daemon: history
 //! that survives SIGKILL and a torn record with ids that continue,
 //! `/builds` filters, `/builds/{id}` (phases, previous_duration),
-//! `/recipes/{id}`, and logs stored zstd-compressed and served either way.
+//! `/recipes/{id}`, logs stored zstd-compressed and served either way,
+//! and `GET /events` (a build's events, resuming with `Last-Event-ID`,
+//! the subscriber cap, the memory of idle and stalled subscribers).
 
 use crate::util::*;
 use serde_json::Value;
-use std::io::Write;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
+const SECRET: &[u8] = b"test-secret";
 const T: Duration = Duration::from_secs(60);
+const HOOKED: &str = "\n[watch]\ngithub_webhook = true\npoll_interval = \"1h\"\n";
 const SMALL_BUILD: &str = "#!/bin/sh\necho \"hello from $FARMHAND_VERSION\"\n\
      mkdir -p \"$DESTDIR/usr/share/x\"\necho \"$FARMHAND_VERSION\" > \"$DESTDIR/usr/share/x/version\"\n";
 
@@ -358,4 +363,369 @@ fn builds_filters_documents_recipes_and_compressed_logs() {
         assert_eq!(r.status, code, "{path}: {}", r.text());
     }
     assert_eq!(d.http("DELETE", "/recipes/good", &[], b"").status, 405);
+}
+
+/// A Server-Sent Events client over a raw socket (the body is chunked).
+struct Sse {
+    s: TcpStream,
+    raw: Vec<u8>,
+    text: String,
+}
+
+#[derive(Debug, Clone)]
+struct Ev {
+    id: u64,
+    kind: String,
+    data: Value,
+}
+
+impl Sse {
+    /// Subscribes; returns the status and, on 200, the stream.
+    fn connect(addr: &str, last_id: Option<&str>) -> (u16, Option<Sse>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut req =
+            format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        if let Some(id) = last_id {
+            req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            assert!(start.elapsed() < T, "no response head");
+            match s.read(&mut buf) {
+                Ok(0) => panic!("closed: {}", String::from_utf8_lossy(&raw)),
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        if status != 200 {
+            return (status, None);
+        }
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/event-stream"),
+            "{head}"
+        );
+        let rest = raw[end + 4..].to_vec();
+        (
+            status,
+            Some(Sse {
+                s,
+                raw: rest,
+                text: String::new(),
+            }),
+        )
+    }
+
+    /// Moves whole chunks from `raw` to `text`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size = usize::from_str_radix(String::from_utf8_lossy(&self.raw[..eol]).trim(), 16)
+                .expect("chunk size");
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            let chunk = self.raw[eol + 2..eol + 2 + size].to_vec();
+            self.raw.drain(..eol + 2 + size + 2);
+            self.text.push_str(&String::from_utf8(chunk).unwrap());
+        }
+    }
+
+    /// The next event (comments and `retry:` skipped), or `None` after
+    /// `timeout`.
+    fn next(&mut self, timeout: Duration) -> Option<Ev> {
+        let start = Instant::now();
+        let mut buf = [0u8; 8192];
+        loop {
+            self.dechunk();
+            while let Some(end) = self.text.find("\n\n") {
+                let frame: String = self.text.drain(..end + 2).collect();
+                let (mut id, mut kind, mut data) = (None, None, None);
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.parse::<u64>().expect("integer id"));
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        kind = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        assert!(data.is_none(), "one data line: {frame:?}");
+                        data = Some(serde_json::from_str::<Value>(v).expect("JSON data"));
+                    }
+                }
+                if let (Some(id), Some(kind), Some(data)) = (id, kind, data) {
+                    return Some(Ev { id, kind, data });
+                }
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            match self.s.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Events until one satisfies `stop` (included).
+    fn until(&mut self, what: &str, stop: impl Fn(&Ev) -> bool) -> Vec<Ev> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        loop {
+            let left = T.saturating_sub(start.elapsed());
+            let ev = self
+                .next(left)
+                .unwrap_or_else(|| panic!("no {what}; events so far: {out:#?}"));
+            let done = stop(&ev);
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+fn is_build(ev: &Ev, kind: &str) -> bool {
+    ev.kind == "build" && ev.data["kind"] == kind
+}
+
+#[test]
+fn events_follow_a_build_and_resume_after_a_reconnect() {
+    let mut farm = Farm::new();
+    farm.http = true;
+    let up = Upstream::new(&farm.root.join("up"));
+    let gate = farm.root.join("gate");
+    farm.write_config("");
+    farm.simple_recipe(
+        "live",
+        &up,
+        &format!(
+            "#!/bin/sh\necho started\n{}{SMALL_BUILD}",
+            wait_file_sh(&gate)
+        ),
+        HOOKED,
+    );
+    let d = farm.start();
+    d.wait_event("poll complete", &[("recipe", "live")], T);
+    let addr = d.addr.clone().unwrap();
+    let (status, s1) = Sse::connect(&addr, None);
+    assert_eq!(status, 200);
+    let mut s1 = s1.unwrap();
+
+    up.release("v1.0.0");
+    let r = d.webhook("push", "d-1", &push_payload(&up.url(), "v1.0.0"), SECRET);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let mut seen = s1.until("the build reaching its script", |e| {
+        is_build(e, "phase") && e.data["phase"] == "building"
+    });
+    std::fs::write(&gate, "").unwrap();
+    seen.extend(s1.until("the build's end", |e| is_build(e, "finished")));
+
+    // Ids increase strictly; one JSON data line each (checked by the client).
+    for w in seen.windows(2) {
+        assert!(w[0].id < w[1].id, "{seen:#?}");
+    }
+    let pos = |pred: &dyn Fn(&Ev) -> bool| {
+        seen.iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("missing event in {seen:#?}"))
+    };
+    let queued = pos(&|e| is_build(e, "queued"));
+    let started = pos(&|e| is_build(e, "started"));
+    let fetching = pos(&|e| is_build(e, "phase") && e.data["phase"] == "fetching");
+    let building = pos(&|e| is_build(e, "phase") && e.data["phase"] == "building");
+    let publishing = pos(&|e| is_build(e, "phase") && e.data["phase"] == "publishing");
+    let finished = pos(&|e| is_build(e, "finished"));
+    assert!(queued < started && started < fetching && fetching < building);
+    assert!(building < publishing && publishing < finished);
+    let q = &seen[queued].data;
+    assert_eq!(
+        (&q["recipe"], &q["version"]),
+        (&"live".into(), &"1.0.0-1".into())
+    );
+    assert!(q.get("build_id").is_none(), "{q}");
+    let f = &seen[finished].data;
+    assert_eq!(f["build_id"], 1);
+    assert_eq!(f["state"], "succeeded");
+    assert_eq!(f["recipe"], "live");
+    assert_eq!(f["version"], "1.0.0-1");
+    assert_eq!(seen[building].data["build_id"], 1);
+    let poll = pos(&|e| e.kind == "poll");
+    assert_eq!(seen[poll].data["recipe"], "live");
+    assert_eq!(seen[poll].data["ok"], true);
+    assert_eq!(seen[poll].data["matches"], 1);
+    assert!(seen.iter().any(|e| e.kind == "queue"), "{seen:#?}");
+
+    // Reconnecting with the id of the start event gets exactly what came
+    // after it.
+    let (_, s2) = Sse::connect(&addr, Some(&seen[started].id.to_string()));
+    let mut s2 = s2.unwrap();
+    let again = s2.until("the replayed end", |e| is_build(e, "finished"));
+    let want: Vec<(u64, String)> = seen[started + 1..]
+        .iter()
+        .map(|e| (e.id, e.kind.clone()))
+        .collect();
+    let got: Vec<(u64, String)> = again.iter().map(|e| (e.id, e.kind.clone())).collect();
+    assert_eq!(got, want);
+    // A client that fell too far behind is told to start over.
+    let (_, s3) = Sse::connect(&addr, Some("1"));
+    let ev = s3.unwrap().next(T).expect("an event");
+    assert_eq!(ev.kind, "resync");
+    assert!(ev.id >= seen.last().unwrap().id);
+    // Live events keep coming to the first client: a reload.
+    d.signal("HUP");
+    let reload = s1.until("a reload event", |e| e.kind == "reload");
+    assert_eq!(reload.last().unwrap().data["recipes"], 1);
+    // HEAD answers without subscribing.
+    let head = d.http("HEAD", "/events", &[], b"");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+}
+
+#[test]
+fn event_subscribers_are_capped_and_a_closed_one_frees_its_slot() {
+    let mut farm = Farm::new();
+    farm.http = true;
+    farm.write_config("");
+    let d = farm.start();
+    let addr = d.addr.clone().unwrap();
+    let mut open: Vec<Sse> = (0..64)
+        .map(|i| {
+            let (status, s) = Sse::connect(&addr, None);
+            assert_eq!(status, 200, "subscriber {i}");
+            s.unwrap()
+        })
+        .collect();
+    let over = d.get("/events");
+    assert_eq!(over.status, 503, "{}", over.text());
+    assert_eq!(over.header("retry-after"), Some("5"));
+    assert!(over.text().contains("64"), "{}", over.text());
+    d.assert_healthy();
+    // One goes away; its slot is free again well before the next
+    // keep-alive comment would have found the connection gone.
+    let t = Instant::now();
+    drop(open.pop());
+    let s = wait_for(
+        Duration::from_secs(20),
+        "a free slot",
+        || match Sse::connect(&addr, None) {
+            (200, s) => s,
+            _ => {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+        },
+    );
+    eprintln!("slot freed after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    open.push(s);
+    assert_eq!(d.get("/events").status, 503);
+}
+
+#[test]
+fn idle_and_stalled_subscribers_do_not_grow_memory() {
+    // The bound stated: 200 idle subscribers and one that never reads,
+    // with 20 builds' events flowing, add less than 24 MiB of resident
+    // memory (each subscriber holds a parked task, a small frame queue and
+    // its connection's buffers; the stalled one at most its queue and the
+    // connection's write buffer).
+    const BOUND_KIB: u64 = 24 * 1024;
+    let mut farm = Farm::new();
+    farm.http = true;
+    let up = Upstream::new(&farm.root.join("up"));
+    farm.write_config("max_event_clients = 256\n");
+    farm.simple_recipe("busy", &up, SMALL_BUILD, HOOKED);
+    let d = farm.start();
+    d.wait_event("poll complete", &[("recipe", "busy")], T);
+    let addr = d.addr.clone().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let base = vm_rss_kib(d.pid());
+
+    // One that never reads, with a small receive buffer.
+    let stalled = TcpStream::connect(&addr).unwrap();
+    {
+        use nix::sys::socket::{setsockopt, sockopt::RcvBuf};
+        setsockopt(&stalled, RcvBuf, &4096).unwrap();
+    }
+    (&stalled)
+        .write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    // 200 idle ones, drained by one thread.
+    let idle: Vec<Sse> = (0..200)
+        .map(|_| Sse::connect(&addr, None).1.expect("a slot"))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drainer = {
+        let stop = stop.clone();
+        let socks: Vec<TcpStream> = idle.iter().map(|s| s.s.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            let mut total = 0usize;
+            for s in &socks {
+                s.set_nonblocking(true).unwrap();
+            }
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for mut s in &socks {
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        total += n;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            total
+        })
+    };
+    let (_, watcher) = Sse::connect(&addr, None);
+    let mut watcher = watcher.expect("a slot for the watcher");
+    let connected = vm_rss_kib(d.pid());
+
+    for i in 0..20 {
+        up.release(&format!("v1.{i}.0"));
+    }
+    let r = d.webhook("push", "rss-1", &push_payload(&up.url(), "v1.19.0"), SECRET);
+    assert_eq!(r.status, 202);
+    let mut finished = 0;
+    let mut peak = connected;
+    while finished < 20 {
+        let ev = watcher.next(T).expect("events keep coming");
+        if is_build(&ev, "finished") {
+            finished += 1;
+            peak = peak.max(vm_rss_kib(d.pid()));
+        }
+    }
+    d.wait_count("build + publish complete", 20, T);
+    std::thread::sleep(Duration::from_millis(500));
+    let end = vm_rss_kib(d.pid());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let drained = drainer.join().unwrap();
+    eprintln!(
+        "VmRSS: {base} KiB idle, {connected} KiB with 202 subscribers, peak {peak} KiB, \
+         {end} KiB after 20 builds; idle subscribers read {drained} bytes"
+    );
+    assert!(
+        drained > 20 * 200 * 100,
+        "the idle subscribers got the events"
+    );
+    assert!(
+        peak.max(end) < base + BOUND_KIB,
+        "VmRSS grew from {base} to {} KiB",
+        peak.max(end)
+    );
+    d.assert_healthy();
+    drop(stalled);
 }
