@@ -84,8 +84,9 @@ pub struct PollInfo {
 /// One poll, as `/recipes/{id}` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PollRecord {
-    /// RFC 3339 time it ended.
-    pub at: String,
+    /// When it ended (RFC 3339 in JSON).
+    #[serde(with = "crate::model::time::serde_rfc3339")]
+    pub at: SystemTime,
     /// Did it succeed?
     pub ok: bool,
     /// The error, when not ok.
@@ -582,7 +583,7 @@ impl Status {
             }
             let now = SystemTime::now();
             let record = PollRecord {
-                at: rfc3339(now),
+                at: now,
                 ok: result.is_ok(),
                 error: result.as_ref().err().cloned(),
                 tags_seen: result.as_ref().map_or(0, |c| c.tags_seen),
