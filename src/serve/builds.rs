@@ -49,6 +49,8 @@ impl BuildQuery {
         let mut q = BuildQuery::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v).ok_or_else(|| format!("{k}: {v:?} is not a valid value"))?;
+            let v = v.as_str();
             match k {
                 "recipe" => {
                     if !crate::model::name::is_safe_component(v) {
@@ -88,6 +90,29 @@ impl BuildQuery {
             && self.state.is_none_or(|s| r.state == s)
             && self.before.is_none_or(|b| r.id < b)
     }
+}
+
+/// `%XX` escapes in a query value or path segment decoded (`+` stays
+/// `+`: no id holds a space); `None` when an escape is malformed or the
+/// result is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The builds, oldest first (ids increase with start time).
@@ -144,17 +169,18 @@ impl Builds {
         }
     }
 
-    /// A build started (state running).
+    /// A build started (state running), or any record to put in place.
     pub fn start(&mut self, rec: BuildRecord) {
+        self.running += usize::from(!rec.is_finished());
         if let Some(i) = self.index(rec.id) {
-            self.records[i] = rec;
+            let old = std::mem::replace(&mut self.records[i], rec);
+            self.running -= usize::from(!old.is_finished());
         } else if self.records.back().is_none_or(|last| last.id < rec.id) {
             self.records.push_back(rec);
         } else {
             let at = self.records.partition_point(|r| r.id < rec.id);
             self.records.insert(at, rec);
         }
-        self.running = self.records.iter().filter(|r| !r.is_finished()).count();
     }
 
     /// The running build `id` entered `phase` at `at`.
@@ -399,7 +425,15 @@ mod tests {
         let q = BuildQuery::parse(Some("state=succeeded")).unwrap();
         assert_eq!(ids(&q), [5, 2, 1]);
         assert_eq!(BuildQuery::parse(Some("limit=9999")).unwrap().limit, 500);
+        let q = BuildQuery::parse(Some("recipe=a%2Bb&state=failed")).unwrap();
+        assert_eq!(q.recipe.as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%2e%2E/x"), Some("../x".into()));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%ff"), None);
         for bad in [
+            "recipe=%2e%2e",
+            "recipe=%",
             "limit=0",
             "limit=x",
             "before=0",

@@ -280,9 +280,9 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
                 return method_not_allowed("GET, HEAD");
             }
             let id = &p["/recipes/".len()..];
-            let doc = crate::model::name::is_safe_component(id)
-                .then(|| api::recipe_doc(&st.roster.borrow(), &st.status, id))
-                .flatten();
+            let doc = crate::serve::builds::percent_decode(id)
+                .filter(|id| crate::model::name::is_safe_component(id))
+                .and_then(|id| api::recipe_doc(&st.roster.borrow(), &st.status, &id));
             match doc {
                 Some(doc) => document(&req, &doc),
                 None => text(StatusCode::NOT_FOUND, format!("no recipe {id:?}")),

@@ -350,6 +350,9 @@ fn builds_filters_documents_recipes_and_compressed_logs() {
     let r = json(&d.get("/recipes/bad"));
     assert_eq!(r["failures"]["bad@1.0.0-1"]["failures"], 1, "{r:#}");
     assert_eq!(r["published"], serde_json::json!([]));
+    // Escaped ids are decoded before they are checked.
+    assert_eq!(json(&d.get("/recipes/go%6Fd"))["id"], "good");
+    assert_eq!(json(&d.get("/builds?recipe=go%6fd")), good);
     // A browser gets the same document until the console pages exist.
     let html = d.http("GET", "/recipes/good", &[("Accept", "text/html")], b"");
     assert_eq!(html.status, 200);
