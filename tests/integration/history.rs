@@ -595,6 +595,13 @@ fn events_follow_a_build_and_resume_after_a_reconnect() {
     let head = d.http("HEAD", "/events", &[], b"");
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    // Open streams do not hold up a shutdown: they end with it.
+    let mut d = d;
+    let t = Instant::now();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(T), 0);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(s1.next(Duration::from_secs(5)).is_none(), "stream ended");
 }
 
 #[test]
