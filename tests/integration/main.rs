@@ -14,6 +14,7 @@ mod crash;
 mod daemon;
 mod faults;
 mod fetch_security;
+mod history;
 mod http;
 mod load;
 mod once;
