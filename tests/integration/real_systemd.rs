@@ -6,16 +6,18 @@
 //! build that tries to reach the farm, the watchdog, reload, stop during a
 //! build, the journal, socket activation and package removal.
 //!
-//! The install and first-run docs are run as written: the shell blocks of
-//! docs/installation.md marked with `<!-- test: NAME -->` on the line
-//! before them run verbatim inside the container, as root, in a clean
-//! environment (`sh -e -x`: a failing command fails its step). Where the
-//! prose asks for an edit (the config), the test makes that edit. Two
-//! things stand in for what cannot run verbatim: the install block runs in
-//! a directory holding `target/debian/<the .deb>` (the source root it
-//! expects), and a block that ends following the journal (`journalctl
-//! -f`) is ended after a few seconds (`timeout`). Editing a step of that
-//! page so that it no longer works fails the test.
+//! The install, first-run and migration docs are run as written: the shell
+//! blocks of docs/installation.md and docs/migrating.md marked with
+//! `<!-- test: NAME -->` on the line before them run verbatim inside the
+//! container, as root, in a clean environment (`sh -e -x`: a failing
+//! command fails its step). Where the prose asks for an edit (the config),
+//! the test makes that edit. Two things stand in for what cannot run
+//! verbatim: the install block runs in a directory holding
+//! `target/debian/<the .deb>` (the source root it expects), and a block
+//! that ends following the journal (`journalctl -f`) is ended after a few
+//! seconds (`timeout`). Editing a step of those pages so that it no longer
+//! works fails the test. The migration ([`migrating`]) boots a container
+//! of its own.
 //!
 //! The container boots from a bind mount of `/` with `--volatile=overlay`:
 //! every change (the package, the config, the state) lands in a tmpfs that
@@ -29,6 +31,8 @@
 //! prints why and passes, except with `CI=true`, where it fails.
 //!
 //! By hand: `cargo test --test integration real_systemd -- --nocapture`.
+
+mod migrating;
 
 use crate::util::{debian_package, read_tar_zst, sha256_file};
 use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
