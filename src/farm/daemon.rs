@@ -88,7 +88,7 @@ fn roster_problems(cfg: &Config, roster: &Roster) -> Vec<String> {
         let ids: Vec<_> = roster
             .recipes
             .values()
-            .filter(|r| r.watch.github_webhook)
+            .filter(|r| r.watch.webhook)
             .map(|r| r.id.as_str())
             .collect();
         p.push(format!(
@@ -210,7 +210,7 @@ fn check_report(config_path: &Path) -> (i32, String) {
                 Some(u) => (u.git.clone(), format_duration(r.watch.poll_interval)),
                 None => ("(none: not auto-built)".into(), "-".into()),
             };
-            let hook = if r.watch.github_webhook { "on" } else { "off" };
+            let hook = if r.watch.webhook { "on" } else { "off" };
             [r.id.clone(), up, interval, hook.into()]
         })
         .collect();

@@ -18,9 +18,10 @@ use serde::Serialize;
 
 use crate::model::build::{BuildKey, BuildState, FailureRecord, QueuedBuild};
 use crate::model::build::{Phase, Trigger};
+use crate::model::notify::NotifyResult;
 use crate::model::time::rfc3339;
 use crate::watch::poll::PollObserver;
-use crate::watch::WebhookResult;
+use crate::watch::{Forge, WebhookResult};
 
 /// How many finished builds `/builds` remembers.
 pub const BUILD_HISTORY: usize = 200;
@@ -142,7 +143,8 @@ struct State {
     polls: BTreeMap<String, PollInfo>,
     polls_total: BTreeMap<(String, PollResult), u64>,
     last_poll_success: BTreeMap<String, SystemTime>,
-    webhooks_total: BTreeMap<WebhookResult, u64>,
+    webhooks_total: BTreeMap<(Forge, WebhookResult), u64>,
+    notifications_total: BTreeMap<NotifyResult, u64>,
     published_packages: usize,
     repository_error: Option<String>,
     sandbox: &'static str,
@@ -201,7 +203,11 @@ impl Status {
                 polls: BTreeMap::new(),
                 polls_total: BTreeMap::new(),
                 last_poll_success: BTreeMap::new(),
-                webhooks_total: WebhookResult::ALL.iter().map(|r| (*r, 0)).collect(),
+                webhooks_total: Forge::ALL
+                    .iter()
+                    .flat_map(|f| WebhookResult::ALL.iter().map(|r| ((*f, *r), 0)))
+                    .collect(),
+                notifications_total: NotifyResult::ALL.iter().map(|r| (*r, 0)).collect(),
                 published_packages: 0,
                 repository_error: None,
                 sandbox: "none",
@@ -425,8 +431,13 @@ impl Status {
     }
 
     /// Counts a webhook outcome.
-    pub fn webhook(&self, result: WebhookResult) {
-        self.update(|s| *s.webhooks_total.entry(result).or_default() += 1);
+    pub fn webhook(&self, forge: Forge, result: WebhookResult) {
+        self.update(|s| *s.webhooks_total.entry((forge, result)).or_default() += 1);
+    }
+
+    /// Counts a notification delivery's outcome.
+    pub fn notification(&self, result: NotifyResult) {
+        self.update(|s| *s.notifications_total.entry(result).or_default() += 1);
     }
 
     /// The recent builds, newest first.
@@ -687,12 +698,26 @@ impl Status {
             &mut m,
             "farmhand_webhooks_total",
             "counter",
-            "Webhook requests, by result.",
+            "Webhook requests, by forge and result.",
         );
-        for (r, n) in &s.webhooks_total {
+        for ((f, r), n) in &s.webhooks_total {
             let _ = writeln!(
                 m,
-                "farmhand_webhooks_total{{result=\"{}\"}} {n}",
+                "farmhand_webhooks_total{{forge=\"{}\",result=\"{}\"}} {n}",
+                f.as_str(),
+                r.as_str()
+            );
+        }
+        head(
+            &mut m,
+            "farmhand_notifications_total",
+            "counter",
+            "Notification deliveries, by result.",
+        );
+        for (r, n) in &s.notifications_total {
+            let _ = writeln!(
+                m,
+                "farmhand_notifications_total{{result=\"{}\"}} {n}",
                 r.as_str()
             );
         }
@@ -776,7 +801,7 @@ mod tests {
         assert_eq!(j["failures"], serde_json::json!({}));
         let a = st.json();
         assert_eq!(a.as_ptr(), st.json().as_ptr(), "cached while unchanged");
-        st.webhook(WebhookResult::Pong);
+        st.webhook(Forge::Github, WebhookResult::Pong);
         assert_ne!(a.as_ptr(), st.json().as_ptr());
     }
 
@@ -795,6 +820,8 @@ mod tests {
         st.poll_finished("x", Ok(3));
         let m = String::from_utf8(st.metrics().to_vec()).unwrap();
         assert!(m.contains("farmhand_polls_total{recipe=\"x\",result=\"ok\"} 1"));
-        assert!(m.contains("farmhand_webhooks_total{result=\"too_large\"} 0"));
+        assert!(m.contains("farmhand_webhooks_total{forge=\"gitlab\",result=\"too_large\"} 0"));
+        assert_eq!(m.matches("farmhand_webhooks_total{").count(), 4 * 7);
+        assert!(m.contains("farmhand_notifications_total{result=\"dropped\"} 0"));
     }
 }

@@ -464,16 +464,24 @@ fn parse_answer(raw: &[u8]) -> Option<(u16, String)> {
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The `farmhand_webhooks_total` counters from `/metrics`.
+/// The `farmhand_webhooks_total` counters from `/metrics`, by result
+/// (summed over the forges).
 fn webhook_counters(d: &Daemon) -> BTreeMap<String, u64> {
     let m = d.get("/metrics").text();
-    m.lines()
-        .filter_map(|l| l.strip_prefix("farmhand_webhooks_total{result=\""))
-        .filter_map(|l| {
-            let (r, n) = l.split_once("\"} ")?;
-            Some((r.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for l in m.lines() {
+        let Some(rest) = l.strip_prefix("farmhand_webhooks_total{forge=\"") else {
+            continue;
+        };
+        let Some((_, rest)) = rest.split_once("\",result=\"") else {
+            continue;
+        };
+        let Some((r, n)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        *out.entry(r.to_string()).or_default() += n.trim().parse::<u64>().unwrap();
+    }
+    out
 }
 
 #[test]
