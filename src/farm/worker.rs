@@ -28,8 +28,10 @@ use crate::farm::queue::BuildQueue;
 use crate::host::health::{Health, Loop};
 use crate::model::build::{BuildKey, BuildState, HostFault, Job, Phase, QueuedBuild, Trigger};
 use crate::model::config::{format_duration, Config};
+use crate::model::notify::{events_for, NotifyEvent, Outcome};
 use crate::model::recipe::Roster;
 use crate::model::time::rfc3339;
+use crate::publish::notify::Notifications;
 use crate::publish::repo::{Repo, RepoConfig};
 use crate::serve::status::{BuildRecord, Status, QUEUE_LISTED};
 use crate::watch::poll::{Offer, PollRequest};
@@ -81,6 +83,8 @@ pub struct WorkerSetup {
     pub polls: Option<mpsc::Sender<PollRequest>>,
     /// Shutdown.
     pub shutdown: CancellationToken,
+    /// Where build events go (`[[notify]]`).
+    pub notify: Notifications,
 }
 
 /// The build worker (see the module documentation).
@@ -103,6 +107,10 @@ pub struct Worker {
     next_id: u64,
     shutdown: CancellationToken,
     kill: CancellationToken,
+    notify: Notifications,
+    /// How each recipe's last finished build ended, for the state-change
+    /// events (`failed` once when it starts failing, `recovered`).
+    last_outcome: HashMap<String, Outcome>,
 }
 
 struct StatusProgress(Arc<Status>);
@@ -126,6 +134,7 @@ impl Worker {
             roster,
             polls,
             shutdown,
+            notify,
         } = setup;
         let mut queue = BuildQueue::new();
         let (repo, held) = match repo {
@@ -166,6 +175,8 @@ impl Worker {
             next_id: 1,
             shutdown,
             kill: CancellationToken::new(),
+            notify,
+            last_outcome: HashMap::new(),
         }
     }
 
@@ -453,6 +464,7 @@ impl Worker {
                 self.status
                     .build_finished(job.id, BuildState::Succeeded, None, None);
                 info!(recipe, version, outputs, build_timestamp = %timestamp, build_id = job.id, "build + publish complete");
+                self.notify_outcome(job, Outcome::Succeeded, None);
             }
             Err(f) if f.cancelled => {
                 self.status.build_finished(
@@ -462,6 +474,17 @@ impl Worker {
                     Some(f.error.clone()),
                 );
                 warn!(recipe, version, phase = f.phase.as_str(), err = %f.error, "build cancelled");
+                // A build cancelled while the farm is not shutting down was
+                // cancelled by an operator (section 15).
+                if !self.shutdown.is_cancelled() {
+                    self.notify.send(
+                        NotifyEvent::Cancelled,
+                        recipe,
+                        version,
+                        job.id,
+                        Some(&f.error),
+                    );
+                }
             }
             Err(f) => {
                 let wait = self.book.record_failure(
@@ -483,7 +506,19 @@ impl Worker {
                 } else {
                     error!(recipe, version, phase = f.phase.as_str(), err = %f.error, next_retry_after = %next, build_id = job.id, "build failed");
                 }
+                let error = format!("{}: {}", f.phase, f.error);
+                self.notify_outcome(job, Outcome::Failed, Some(&error));
             }
+        }
+    }
+
+    /// Records how `job` ended and queues the notifications that raises
+    /// (never waits for their delivery).
+    fn notify_outcome(&mut self, job: &Job, outcome: Outcome, error: Option<&str>) {
+        let previous = self.last_outcome.insert(job.recipe.id.clone(), outcome);
+        for event in events_for(previous, outcome) {
+            self.notify
+                .send(event, &job.recipe.id, &job.version, job.id, error);
         }
     }
 
@@ -551,6 +586,8 @@ impl Worker {
             info!(dropped, "queued builds dropped by reload");
             self.publish_queue();
         }
+        self.last_outcome
+            .retain(|id, _| roster.recipes.contains_key(id) || roster.invalid.contains_key(id));
         if prune_book(&mut self.book, &roster) > 0 {
             self.save_book().await;
         }
