@@ -511,6 +511,35 @@ mod tests {
         assert_eq!(counts[0].load(Ordering::SeqCst), 0);
     }
 
+    #[tokio::test]
+    async fn a_full_queue_drops_its_oldest_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let cfg = config(
+            &format!(
+                "[[notify]]\non = [\"published\"]\ncommand = [\"sh\", \"-c\", \"cat >> {}; echo >> {}\"]\n",
+                out.display(),
+                out.display()
+            ),
+            dir.path(),
+        );
+        let (report, counts) = counter();
+        let n = Notifier::start(&cfg, report).unwrap();
+        let s = n.sender();
+        // Sent before the delivery task first runs: the queue holds the
+        // newest QUEUE of them.
+        for i in 0..QUEUE as u64 + 6 {
+            s.send(NotifyEvent::Published, "r", &format!("{i}-1"), i, None);
+        }
+        drop(s);
+        n.close(Duration::from_secs(60)).await;
+        assert_eq!(counts[2].load(Ordering::SeqCst), 6);
+        assert_eq!(counts[0].load(Ordering::SeqCst), QUEUE);
+        let text = std::fs::read_to_string(&out).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["build_id"], 6, "the oldest six were dropped");
+    }
+
     #[test]
     fn signatures_are_github_style_hex() {
         assert_eq!(
