@@ -1,7 +1,7 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
 //! `/status`, `/metrics`, `/builds`, `/builds/{id}`, `/builds/{id}/log`,
-//! `/recipes/{id}`, `/events`, `POST /webhooks/github` and the control API
-//! (`serve::control`).
+//! `/recipes/{id}`, `/events`, `POST /webhooks/{github,gitlab,gitea,bitbucket}`
+//! and the control API (`serve::control`).
 //!
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
@@ -42,9 +42,10 @@ use crate::serve::events;
 use crate::serve::logs;
 use crate::serve::status::BuildLog;
 use crate::serve::status::Status;
+use crate::watch::forge::{self, Event, Webhook};
 use crate::watch::github;
 use crate::watch::poll::PollRequest;
-use crate::watch::WebhookResult;
+use crate::watch::{Forge, WebhookResult};
 
 /// Time allowed for a client to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -235,11 +236,12 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
     let path = req.uri().path().to_string();
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     match path.as_str() {
-        "/webhooks/github" => {
+        p if Forge::from_path(p).is_some() => {
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            github_webhook(req, peer, st).await
+            let forge = Forge::from_path(p).expect("guarded");
+            webhook(forge, req, peer, st).await
         }
         "/healthz" | "/status" | "/metrics" | "/builds" | "/events" if !is_get => {
             method_not_allowed("GET, HEAD")
@@ -402,13 +404,17 @@ pub fn prefers_prometheus(accept: Option<&HeaderValue>) -> bool {
     text_q > json_q
 }
 
-async fn github_webhook(
+/// One webhook request from `forge`: the body is read within its limit,
+/// the signature checked before the JSON is parsed, a redelivery answered
+/// once, and a tag event for a watched upstream turned into poll requests.
+async fn webhook(
+    forge: Forge,
     req: Request<Incoming>,
     peer: SocketAddr,
     st: &HttpState,
 ) -> Response<Body> {
     let too_large = || {
-        st.status.webhook(WebhookResult::TooLarge);
+        st.status.webhook(forge, WebhookResult::TooLarge);
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload too large (limit 25 MiB)",
@@ -422,15 +428,12 @@ async fn github_webhook(
     if declared.is_some_and(|n| n > github::MAX_BODY as u64) {
         return too_large();
     }
-    let header = |name: &str| {
+    let hook = Webhook::new(forge, |name| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
-    };
-    let signature = header("x-hub-signature-256");
-    let event = header("x-github-event");
-    let delivery = header("x-github-delivery");
+    });
     // One buffer, sized from Content-Length when there is one, grown (never
     // past the limit) while streaming; a body over the limit is refused as
     // soon as its size shows, and the buffer is released at once. A client
@@ -443,7 +446,7 @@ async fn github_webhook(
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(_) => {
-                st.status.webhook(WebhookResult::BadRequest);
+                st.status.webhook(forge, WebhookResult::BadRequest);
                 return text(
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
@@ -454,7 +457,7 @@ async fn github_webhook(
             }
         };
         let Ok(frame) = frame else {
-            st.status.webhook(WebhookResult::BadRequest);
+            st.status.webhook(forge, WebhookResult::BadRequest);
             return text(StatusCode::BAD_REQUEST, "could not read request body");
         };
         let Ok(data) = frame.into_data() else {
@@ -475,49 +478,53 @@ async fn github_webhook(
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let verified = secret
-        .as_deref()
-        .is_some_and(|s| github::verify_signature(s, &body, signature.as_deref()));
-    if !verified {
-        st.status.webhook(WebhookResult::InvalidSignature);
+    let delivery = hook.delivery().unwrap_or("");
+    let verified = match secret.as_deref() {
+        Some(s) => hook.verify(s, &body, std::time::SystemTime::now()),
+        None => Err(hook.unsigned()),
+    };
+    if let Err(why) = verified {
+        st.status.webhook(forge, WebhookResult::InvalidSignature);
         warn!(
             remote = %peer,
-            delivery = delivery.as_deref().unwrap_or(""),
-            has_signature = signature.is_some(),
+            forge = forge.as_str(),
+            delivery,
+            has_signature = hook.has_signature(),
+            reason = why,
             "webhook signature invalid"
         );
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "invalid or missing X-Hub-Signature-256",
-        );
+        return text(StatusCode::UNAUTHORIZED, why);
     }
-    let payload = match github::parse_payload(&body) {
+    let payload = match forge::parse_payload(forge, &body) {
         Ok(p) => p,
         Err(e) => {
-            st.status.webhook(WebhookResult::BadRequest);
+            st.status.webhook(forge, WebhookResult::BadRequest);
             return text(StatusCode::BAD_REQUEST, e);
         }
     };
-    if let Some(id) = delivery.as_deref() {
+    if !delivery.is_empty() {
         let first = st
             .deliveries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .first_time(id);
+            .first_time(&format!("{forge}:{delivery}"));
         if !first {
-            st.status.webhook(WebhookResult::Duplicate);
-            info!(delivery = id, "webhook redelivery ignored");
+            st.status.webhook(forge, WebhookResult::Duplicate);
+            info!(
+                forge = forge.as_str(),
+                delivery, "webhook redelivery ignored"
+            );
             return text(StatusCode::OK, "duplicate delivery, already handled");
         }
     }
-    match event.as_deref() {
-        Some("ping") => {
-            st.status.webhook(WebhookResult::Pong);
+    match hook.event() {
+        Event::Ping => {
+            st.status.webhook(forge, WebhookResult::Pong);
             text(StatusCode::OK, "pong")
         }
-        Some("push") | Some("create") => {
+        Event::Tags(event) => {
             let roster = st.roster.borrow().clone();
-            let (mut recipes, known) = github::route_all(&roster, &payload);
+            let (mut recipes, known) = forge::route_all(&roster, &payload);
             // A paused recipe is treated as an opted-out one.
             let paused = st.paused.borrow().clone();
             for r in recipes.iter().filter(|r| paused.contains(*r)) {
@@ -525,16 +532,18 @@ async fn github_webhook(
             }
             recipes.retain(|r| !paused.contains(r));
             if recipes.is_empty() {
-                st.status.webhook(WebhookResult::NotWatched);
+                st.status.webhook(forge, WebhookResult::NotWatched);
                 let url = payload.urls.first().map(String::as_str).unwrap_or("");
                 info!(
+                    forge = forge.as_str(),
                     html_url = url,
-                    known, "webhook for unrecognised or opted-out repo"
+                    known,
+                    "webhook for unrecognised or opted-out repo"
                 );
                 return text(StatusCode::OK, "repository not watched");
             }
             for r in &recipes {
-                info!(recipe = %r, delivery = delivery.as_deref().unwrap_or(""), "webhook accepted, triggering immediate poll");
+                info!(recipe = %r, forge = forge.as_str(), event = %event, delivery, "webhook accepted, triggering immediate poll");
                 if st
                     .polls
                     .try_send(PollRequest {
@@ -546,20 +555,23 @@ async fn github_webhook(
                     warn!(recipe = %r, "poll request queue full; the scheduled poll will catch up");
                 }
             }
-            st.status.webhook(WebhookResult::Accepted);
+            st.status.webhook(forge, WebhookResult::Accepted);
             text(
                 StatusCode::ACCEPTED,
                 format!("accepted: polling {}", recipes.join(", ")),
             )
         }
-        Some(other) => {
-            st.status.webhook(WebhookResult::NotWatched);
-            info!(event = other, "webhook event ignored");
+        Event::Other(other) => {
+            st.status.webhook(forge, WebhookResult::NotWatched);
+            info!(forge = forge.as_str(), event = %other, "webhook event ignored");
             text(StatusCode::OK, format!("event {other:?} ignored"))
         }
-        None => {
-            st.status.webhook(WebhookResult::BadRequest);
-            text(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header")
+        Event::Missing => {
+            st.status.webhook(forge, WebhookResult::BadRequest);
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("missing {} header", hook.event_header()),
+            )
         }
     }
 }

@@ -25,11 +25,12 @@ use crate::model::config::{DEFAULT_HISTORY_KEEP, DEFAULT_MAX_EVENT_CLIENTS};
 use crate::model::control::{ControlAction, ControlEvent};
 use crate::model::history::BuildRecord;
 use crate::model::name::is_safe_component;
+use crate::model::notify::NotifyResult;
 use crate::model::time::rfc3339;
 use crate::serve::builds::{BuildDetail, BuildQuery, BuildSummary, Builds};
 use crate::serve::events::{BuildEvent, EventBus, EventKind};
 use crate::watch::poll::{PollCounts, PollObserver};
-use crate::watch::WebhookResult;
+use crate::watch::{Forge, WebhookResult};
 
 /// How many queued builds `/status` lists (`queue_depth` counts them all).
 pub const QUEUE_LISTED: usize = 1000;
@@ -209,7 +210,8 @@ struct State {
     polls: BTreeMap<String, PollInfo>,
     polls_total: BTreeMap<(String, PollResult), u64>,
     last_poll_success: BTreeMap<String, SystemTime>,
-    webhooks_total: BTreeMap<WebhookResult, u64>,
+    webhooks_total: BTreeMap<(Forge, WebhookResult), u64>,
+    notifications_total: BTreeMap<NotifyResult, u64>,
     control_actions_total: BTreeMap<ControlAction, u64>,
     paused: Vec<String>,
     published_packages: usize,
@@ -281,7 +283,11 @@ impl Status {
                 polls: BTreeMap::new(),
                 polls_total: BTreeMap::new(),
                 last_poll_success: BTreeMap::new(),
-                webhooks_total: WebhookResult::ALL.iter().map(|r| (*r, 0)).collect(),
+                webhooks_total: Forge::ALL
+                    .iter()
+                    .flat_map(|f| WebhookResult::ALL.iter().map(|r| ((*f, *r), 0)))
+                    .collect(),
+                notifications_total: NotifyResult::ALL.iter().map(|r| (*r, 0)).collect(),
                 control_actions_total: ControlAction::ALL.iter().map(|a| (*a, 0)).collect(),
                 paused: Vec::new(),
                 published_packages: 0,
@@ -683,8 +689,13 @@ impl Status {
     }
 
     /// Counts a webhook outcome.
-    pub fn webhook(&self, result: WebhookResult) {
-        self.update(|s| *s.webhooks_total.entry(result).or_default() += 1);
+    pub fn webhook(&self, forge: Forge, result: WebhookResult) {
+        self.update(|s| *s.webhooks_total.entry((forge, result)).or_default() += 1);
+    }
+
+    /// Counts a notification delivery's outcome.
+    pub fn notification(&self, result: NotifyResult) {
+        self.update(|s| *s.notifications_total.entry(result).or_default() += 1);
     }
 
     /// The builds `q` asks for, newest first (`/builds`).
@@ -1015,12 +1026,26 @@ impl Status {
             &mut m,
             "farmhand_webhooks_total",
             "counter",
-            "Webhook requests, by result.",
+            "Webhook requests, by forge and result.",
         );
-        for (r, n) in &s.webhooks_total {
+        for ((f, r), n) in &s.webhooks_total {
             let _ = writeln!(
                 m,
-                "farmhand_webhooks_total{{result=\"{}\"}} {n}",
+                "farmhand_webhooks_total{{forge=\"{}\",result=\"{}\"}} {n}",
+                f.as_str(),
+                r.as_str()
+            );
+        }
+        head(
+            &mut m,
+            "farmhand_notifications_total",
+            "counter",
+            "Notification deliveries, by result.",
+        );
+        for (r, n) in &s.notifications_total {
+            let _ = writeln!(
+                m,
+                "farmhand_notifications_total{{result=\"{}\"}} {n}",
                 r.as_str()
             );
         }
@@ -1128,7 +1153,7 @@ mod tests {
         assert_eq!(j["failures"], serde_json::json!({}));
         let a = st.json();
         assert_eq!(a.as_ptr(), st.json().as_ptr(), "cached while unchanged");
-        st.webhook(WebhookResult::Pong);
+        st.webhook(Forge::Github, WebhookResult::Pong);
         assert_ne!(a.as_ptr(), st.json().as_ptr());
     }
 
@@ -1159,6 +1184,8 @@ mod tests {
         );
         let m = String::from_utf8(st.metrics().to_vec()).unwrap();
         assert!(m.contains("farmhand_polls_total{recipe=\"x\",result=\"ok\"} 1"));
-        assert!(m.contains("farmhand_webhooks_total{result=\"too_large\"} 0"));
+        assert!(m.contains("farmhand_webhooks_total{forge=\"gitlab\",result=\"too_large\"} 0"));
+        assert_eq!(m.matches("farmhand_webhooks_total{").count(), 4 * 7);
+        assert!(m.contains("farmhand_notifications_total{result=\"dropped\"} 0"));
     }
 }
