@@ -1,6 +1,7 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
-//! `/status`, `/metrics`, `/builds`, `/builds/{id}/log` and
-//! `POST /webhooks/github`.
+//! `/status`, `/metrics`, `/builds`, `/builds/{id}/log`,
+//! `POST /webhooks/github` and the console pages (`/`, `/assets/`, and
+//! `/builds/{id}` and `/recipes/{id}` for browsers).
 //!
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
@@ -33,6 +34,7 @@ use crate::host::health::Health;
 use crate::model::build::BuildState;
 use crate::model::build::Trigger;
 use crate::model::recipe::Roster;
+use crate::serve::pages;
 use crate::serve::status::Status;
 use crate::watch::github;
 use crate::watch::poll::PollRequest;
@@ -254,6 +256,26 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
                     .any(|kv| kv == "follow=1" || kv == "follow=true")
             });
             build_log(id, follow, st).await
+        }
+        "/" if !is_get => method_not_allowed("GET, HEAD"),
+        "/" => {
+            let roster = st.roster.borrow().clone();
+            pages::overview(&st.status, roster, req.uri().query())
+                .await
+                .map(full)
+        }
+        p if p.starts_with("/assets/") => match is_get {
+            true => pages::asset(p).map(full),
+            false => method_not_allowed("GET, HEAD"),
+        },
+        p if is_get && pages::prefers_html(req.headers().get(hyper::header::ACCEPT)) => {
+            match (p.strip_prefix("/builds/"), p.strip_prefix("/recipes/")) {
+                (Some(id), _) if !id.contains('/') => pages::build(&st.status, id).await.map(full),
+                (_, Some(id)) if !id.contains('/') => {
+                    pages::recipe(&st.status, &st.roster.borrow().clone(), id).map(full)
+                }
+                _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+            }
         }
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }

@@ -725,6 +725,72 @@ impl Status {
     }
 }
 
+/// A copy of what the console pages show (`serve::pages`), taken under
+/// the lock in one go so a page never mixes two states of the farm.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The farm's id.
+    pub farm_id: String,
+    /// When the daemon started.
+    pub started_at: SystemTime,
+    /// Valid recipe ids, sorted.
+    pub recipes: Vec<String>,
+    /// Invalid recipes and their errors.
+    pub invalid: BTreeMap<String, String>,
+    /// Builds started.
+    pub builds_attempted: u64,
+    /// Builds built and published.
+    pub builds_succeeded: u64,
+    /// Builds failed.
+    pub builds_failed: u64,
+    /// The build in progress and when it started.
+    pub in_flight: Option<(InFlight, SystemTime)>,
+    /// The backoff book.
+    pub failures: BTreeMap<BuildKey, FailureRecord>,
+    /// The queue in build order (at most [`QUEUE_LISTED`]).
+    pub queue: Vec<QueuedBuild>,
+    /// How many builds are queued.
+    pub queue_depth: usize,
+    /// The last poll of each recipe.
+    pub polls: BTreeMap<String, PollInfo>,
+    /// Packages in the active index.
+    pub published_packages: usize,
+    /// Why the repository cannot be opened.
+    pub repository_error: Option<String>,
+    /// Why the farm holds its queue.
+    pub held: Option<String>,
+    /// The build sandbox in force.
+    pub sandbox: &'static str,
+    /// The recent builds, newest first.
+    pub builds: Vec<BuildRecord>,
+}
+
+impl Status {
+    /// A copy of everything the console pages show.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.lock();
+        Snapshot {
+            farm_id: s.farm_id.clone(),
+            started_at: s.started_at,
+            recipes: s.recipes.clone(),
+            invalid: s.invalid.clone(),
+            builds_attempted: s.builds_attempted,
+            builds_succeeded: s.builds_succeeded,
+            builds_failed: s.builds_failed,
+            in_flight: s.in_flight.as_ref().map(|f| (f.clone(), f.started)),
+            failures: s.failures.clone(),
+            queue: s.queue.clone(),
+            queue_depth: s.queue_depth,
+            polls: s.polls.clone(),
+            published_packages: s.published_packages,
+            repository_error: s.repository_error.clone(),
+            held: s.held.clone(),
+            sandbox: s.sandbox,
+            builds: s.builds.iter().cloned().collect(),
+        }
+    }
+}
+
 fn unix(t: SystemTime) -> f64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     d.as_secs() as f64 + f64::from(d.subsec_millis()) / 1000.0
