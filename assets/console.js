@@ -43,11 +43,17 @@
     return Math.floor(s / 86400) + ' d ' + Math.floor((s % 86400) / 3600) + ' h';
   }
 
+  // The same words as templates::whole: whole seconds.
+  function whole(secs) {
+    secs = Math.max(0, Math.floor(secs));
+    return secs < 10 ? secs + ' s' : duration(secs);
+  }
+
   function relative(t) {
     var d = (t - now()) / 1000;
-    if (d >= 1) { return 'in ' + duration(Math.floor(d)); }
+    if (d >= 1) { return 'in ' + whole(d); }
     if (d > -1) { return 'now'; }
-    return duration(Math.floor(-d)) + ' ago';
+    return whole(-d) + ' ago';
   }
 
   // Ticks every relative time, elapsed time and progress bar.
@@ -56,7 +62,7 @@
     list = document.querySelectorAll('time[data-since]');
     for (i = 0; i < list.length; i++) {
       t = Date.parse(list[i].getAttribute('datetime'));
-      if (!isNaN(t)) { list[i].textContent = duration((now() - t) / 1000); }
+      if (!isNaN(t)) { list[i].textContent = whole((now() - t) / 1000); }
     }
     list = document.querySelectorAll('time[data-rel], time[data-countdown]');
     for (i = 0; i < list.length; i++) {
@@ -83,7 +89,7 @@
   function showUpdated() {
     var el = document.getElementById('live-state');
     if (!el) { return; }
-    var ago = duration(Math.max(0, (Date.now() - lastUpdate) / 1000));
+    var ago = whole((Date.now() - lastUpdate) / 1000);
     if (hidden()) {
       el.textContent = 'Paused while hidden · updated ' + ago + ' ago';
     } else if (!reachable) {

@@ -8,6 +8,7 @@
 mod util;
 
 mod check;
+mod console;
 mod corpus;
 mod crash;
 mod daemon;

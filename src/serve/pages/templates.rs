@@ -33,11 +33,21 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
+/// Whole seconds for people, as times ticking by the second show them:
+/// `8 s`, `3 min 12 s`, `2 h 5 min`.
+pub fn whole(secs: u64) -> String {
+    if secs < 10 {
+        format!("{secs} s")
+    } else {
+        duration(secs as f64)
+    }
+}
+
 /// `t` relative to `now`: `3 min 12 s ago`, `in 4 min 10 s`, `now`.
 pub fn relative(t: SystemTime, now: SystemTime) -> String {
     match t.duration_since(now) {
         Ok(ahead) if ahead.as_secs() >= 1 => {
-            format!("in {}", duration(ahead.as_secs() as f64))
+            format!("in {}", whole(ahead.as_secs()))
         }
         Ok(_) => "now".to_string(),
         Err(e) => {
@@ -45,7 +55,7 @@ pub fn relative(t: SystemTime, now: SystemTime) -> String {
             if behind < 1 {
                 "now".to_string()
             } else {
-                format!("{} ago", duration(behind as f64))
+                format!("{} ago", whole(behind))
             }
         }
     }
@@ -69,8 +79,8 @@ fn when(t: Option<SystemTime>, now: SystemTime) -> Markup {
 
 /// Time since `t`, ticking with the script.
 fn since(t: SystemTime, now: SystemTime) -> Markup {
-    let secs = now.duration_since(t).unwrap_or_default().as_secs_f64();
-    html! { time datetime=(rfc3339(t)) title={"since " (rfc3339(t))} data-since { (duration(secs)) } }
+    let secs = now.duration_since(t).unwrap_or_default().as_secs();
+    html! { time datetime=(rfc3339(t)) title={"since " (rfc3339(t))} data-since { (whole(secs)) } }
 }
 
 fn state_badge(state: BuildState) -> Markup {
@@ -619,7 +629,9 @@ mod tests {
             relative(now + Duration::from_secs(250), now),
             "in 4 min 10 s"
         );
-        assert_eq!(relative(now - Duration::from_secs(5), now), "5.0 s ago");
+        assert_eq!(relative(now - Duration::from_secs(5), now), "5 s ago");
+        assert_eq!(whole(8), "8 s");
+        assert_eq!(whole(72), "1 min 12 s");
         assert_eq!(relative(now, now), "now");
     }
 }

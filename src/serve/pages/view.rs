@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::model::build::{BuildState, Phase, Trigger};
 use crate::model::recipe::{Backlog, Roster};
+use crate::model::version::Version;
 use crate::serve::status::{BuildRecord, PollInfo, Snapshot};
 
 /// Every phase of a build, in order.
@@ -562,14 +563,28 @@ impl Overview {
     }
 }
 
+/// True when version `a` sorts after `b` (versions that do not parse
+/// sort as text).
+fn newer(a: &str, b: &str) -> bool {
+    match (Version::parse(a), Version::parse(b)) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => a > b,
+    }
+}
+
 /// The newest version each recipe published, as far as the snapshot
 /// knows (the builds it remembers).
 fn newest_published(s: &Snapshot) -> BTreeMap<&str, &str> {
-    let mut m = BTreeMap::new();
-    // Builds are newest first: the first success of a recipe wins.
+    let mut m: BTreeMap<&str, &str> = BTreeMap::new();
     for b in &s.builds {
-        if b.state == BuildState::Succeeded {
-            m.entry(b.recipe.as_str()).or_insert(b.version.as_str());
+        if b.state != BuildState::Succeeded {
+            continue;
+        }
+        let newer = m
+            .get(b.recipe.as_str())
+            .is_none_or(|v| newer(&b.version, v));
+        if newer {
+            m.insert(b.recipe.as_str(), b.version.as_str());
         }
     }
     m
@@ -658,10 +673,23 @@ impl RecipePage {
             .take(RECIPE_BUILDS)
             .map(|b| build_row(b, now))
             .collect();
-        let published = newest_published(s)
-            .get(id)
-            .map(|v| vec![v.to_string()])
-            .unwrap_or_default();
+        // The versions its remembered builds published, newest first.
+        let mut published: Vec<String> = s
+            .builds
+            .iter()
+            .filter(|b| b.recipe == id && b.state == BuildState::Succeeded)
+            .map(|b| b.version.clone())
+            .collect();
+        published.sort_by(|a, b| {
+            if newer(a, b) {
+                std::cmp::Ordering::Less
+            } else if newer(b, a) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        published.dedup();
         let poll = s.polls.get(id);
         Some(RecipePage {
             farm_id: s.farm_id.clone(),
