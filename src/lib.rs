@@ -25,6 +25,9 @@
 //! demo ─> farm ─> watch, serve ─> build, publish ─> git ─> host ─> model
 //! ```
 //!
+//! [`ctl`] stands beside them: a client of the HTTP API that reads the
+//! config through [`model`] and the token file through [`host`].
+//!
 //! * [`model`] imports nothing of the crate; [`host`] only `model`;
 //!   [`git`] only `model` and `host`.
 //! * [`build`] and [`publish`] never import [`serve`], [`watch`] or [`farm`].
@@ -36,6 +39,8 @@
 
 /// One build: script runner, packaging, the peipkg backend.
 pub mod build;
+/// `farmhand ctl`: a client of the HTTP API.
+pub mod ctl;
 /// `farmhand demo`: a self-contained farm.
 pub mod demo;
 /// The running farm: daemon wiring, worker, queue, backoff book, status.

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use farmhand::ctl::CtlArgs;
 use farmhand::farm::daemon;
 use farmhand::host::logging::{self, LogFormat, LogLevel};
 
@@ -41,10 +43,43 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
     },
+    /// Act on a running farm and read its state: poll, pause, resume,
+    /// cancel, retry, status, builds, logs, events.
+    Ctl(CtlArgs),
+    /// Print a shell completion script for farmhand.
+    Completions {
+        /// The shell.
+        shell: CompletionShell,
+    },
     /// Internal: runs one git operation for the daemon (request on stdin,
     /// answer on stdout).
     #[command(name = "git-helper", hide = true)]
     GitHelper,
+}
+
+/// The shells `farmhand completions` writes scripts for.
+#[derive(Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl CompletionShell {
+    fn shell(self) -> Shell {
+        match self {
+            CompletionShell::Bash => Shell::Bash,
+            CompletionShell::Zsh => Shell::Zsh,
+            CompletionShell::Fish => Shell::Fish,
+        }
+    }
+}
+
+/// The completion script for `shell`.
+fn completions(shell: CompletionShell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell.shell(), &mut Cli::command(), "farmhand", &mut out);
+    out
 }
 
 /// The long flags, which Go's flag package (and so peipkg-manager's command
@@ -91,8 +126,19 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Some(Command::GitHelper) = cli.command {
-        return ExitCode::from(farmhand::git::helper::helper_main() as u8);
+    match cli.command {
+        Some(Command::GitHelper) => {
+            return ExitCode::from(farmhand::git::helper::helper_main() as u8)
+        }
+        Some(Command::Ctl(args)) => {
+            return ExitCode::from(farmhand::ctl::main(args, &cli.config) as u8)
+        }
+        Some(Command::Completions { shell }) => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(&completions(shell));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     if cli.check {
         return ExitCode::from(daemon::check(&cli.config) as u8);
@@ -113,7 +159,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Demo { dir, addr }) => farmhand::demo::run(&dir, &addr).await,
-            Some(Command::GitHelper) => unreachable!("handled before the runtime starts"),
+            Some(Command::GitHelper | Command::Ctl(_) | Command::Completions { .. }) => {
+                unreachable!("handled before the runtime starts")
+            }
             None => {
                 let cfg = daemon::load_config(&cli.config)?;
                 if cli.once {
@@ -138,6 +186,27 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packaged_completions_are_current() {
+        for (shell, file) in [
+            (CompletionShell::Bash, "farmhand.bash"),
+            (CompletionShell::Zsh, "_farmhand"),
+            (CompletionShell::Fish, "farmhand.fish"),
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("packaging/completions")
+                .join(file);
+            let packaged = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                packaged == completions(shell),
+                "{} is out of date; regenerate it with: cargo run -- completions {} > {}",
+                path.display(),
+                shell.shell(),
+                path.display()
+            );
+        }
+    }
 
     #[test]
     fn go_style_single_dash_flags_are_accepted() {

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -19,7 +20,7 @@ use crate::build::package::{self, Artifact};
 use crate::build::sandbox::{BuildPaths, Sandbox};
 use crate::git::helper;
 use crate::git::libgit as git;
-use crate::model::build::{Job, Phase};
+use crate::model::build::{Job, Phase, StopReason};
 
 /// Settings shared by every build.
 #[derive(Debug, Clone)]
@@ -75,8 +76,83 @@ pub struct Failure {
     pub phase: Phase,
     /// What went wrong.
     pub error: String,
-    /// True when the build was stopped by shutdown rather than failing.
+    /// True when the build was stopped (by shutdown or an operator, see
+    /// [`BuildStop`]) rather than failing; `error` then says which.
     pub cancelled: bool,
+}
+
+/// Stops one build early and says why: shutdown (after
+/// `shutdown_grace`) or an operator's cancel. The shutdown token reaches
+/// every build through it; an operator's cancel reaches only this one.
+///
+/// A build that [`run`] finished is sealed: it goes on to be published,
+/// and an operator can no longer stop it.
+#[derive(Debug, Clone)]
+pub struct BuildStop {
+    token: CancellationToken,
+    state: Arc<OnceLock<StopState>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StopState {
+    Stopped(StopReason),
+    Sealed,
+}
+
+impl BuildStop {
+    /// A stop for one build that also fires when `shutdown` does.
+    pub fn new(shutdown: &CancellationToken) -> BuildStop {
+        BuildStop {
+            token: shutdown.child_token(),
+            state: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Stops the build for `reason` (the first reason given stays). False
+    /// when it is too late: the build is built and being published.
+    pub fn stop(&self, reason: StopReason) -> bool {
+        let _ = self.state.set(StopState::Stopped(reason));
+        match self.state.get() {
+            Some(StopState::Stopped(_)) => {
+                self.token.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Seals a finished build against stopping; false if it was stopped
+    /// first.
+    fn seal(&self) -> bool {
+        self.state.set(StopState::Sealed).is_ok() && !self.token.is_cancelled()
+    }
+
+    /// Fires when the build is to stop.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Has the build been told to stop?
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Why it was stopped (shutdown unless an operator said otherwise).
+    pub fn reason(&self) -> StopReason {
+        match self.state.get() {
+            Some(StopState::Stopped(r)) => *r,
+            _ => StopReason::Shutdown,
+        }
+    }
+
+    /// The [`Failure`] of a build stopped in `phase`.
+    fn failure(&self, phase: Phase) -> Failure {
+        Failure {
+            phase,
+            error: self.reason().as_str().to_string(),
+            cancelled: true,
+        }
+    }
 }
 
 impl Failure {
@@ -213,14 +289,15 @@ fn log_line(log: &Path, line: &str) {
 }
 
 /// Runs fetch, build script and packaging for `job`. `kill` stops the
-/// build at once (shutdown after the grace period): the process group is
-/// killed and the result is a cancelled [`Failure`].
+/// build (shutdown after the grace period, or an operator's cancel): the
+/// process group gets TERM, then KILL after [`KILL_GRACE`], and the result
+/// is a cancelled [`Failure`] whose error is the reason.
 pub async fn run(
     job: &Job,
     settings: &BuildSettings,
     log: &Path,
     progress: &dyn Progress,
-    kill: &CancellationToken,
+    kill: &BuildStop,
 ) -> Result<Built, Failure> {
     let recipe = &job.recipe;
     let Some(upstream) = recipe.upstream.as_ref() else {
@@ -246,22 +323,23 @@ pub async fn run(
             &source_dir,
             upstream.submodules,
             settings.fetch_timeout,
-            kill,
+            kill.token(),
         )
         .await
-        .map_err(|e| Failure {
-            phase: Phase::Fetching,
-            cancelled: kill.is_cancelled(),
-            error: if kill.is_cancelled() {
-                "cancelled by shutdown".into()
+        .map_err(|e| {
+            if kill.is_stopped() {
+                kill.failure(Phase::Fetching)
             } else if filesystem_full(&settings.state_dir) {
-                format!(
-                    "{e}: {}",
-                    std::io::Error::from_raw_os_error(nix::libc::ENOSPC)
+                Failure::new(
+                    Phase::Fetching,
+                    format!(
+                        "{e}: {}",
+                        std::io::Error::from_raw_os_error(nix::libc::ENOSPC)
+                    ),
                 )
             } else {
-                e
-            },
+                Failure::new(Phase::Fetching, e)
+            }
         })?;
         log_line(
             log,
@@ -338,12 +416,28 @@ pub async fn run(
         })
     }
     .await;
+    // Packaging cannot be interrupted; a stop that came meanwhile still
+    // keeps the build from being published. Past this point it cannot.
+    let result = result.and_then(|built| {
+        if kill.seal() {
+            Ok(built)
+        } else {
+            Err(kill.failure(Phase::Packaging))
+        }
+    });
     remove_tree(source_dir).await;
     match &result {
         Ok(_) => {
             // DESTDIR and HOME are no longer needed; `out` is published next.
             remove_tree(dirs.destdir).await;
             remove_tree(dirs.home).await;
+        }
+        Err(f) if f.cancelled => {
+            log_line(
+                log,
+                &format!("build stopped while {}: {}", f.phase, f.error),
+            );
+            remove_tree(stage_dir).await;
         }
         Err(f) => {
             log_line(log, &format!("{} failed: {}", f.phase, f.error));
@@ -381,7 +475,7 @@ async fn run_script(
     dirs: &BuildDirs,
     commit_time: i64,
     log: &Path,
-    kill: &CancellationToken,
+    kill: &BuildStop,
 ) -> Result<(), Failure> {
     let fail = |m: String| Failure::new(Phase::Building, m);
     let script = job.recipe.script_path();
@@ -421,16 +515,16 @@ async fn run_script(
 }
 
 /// Runs `argv` in its own process group with exactly `env`, output to the
-/// log (through a pipe, capped at [`MAX_LOG_BYTES`]), killed (group-wide)
-/// on timeout or `kill`. Whatever the program leaves running in its group
-/// is killed when it exits.
+/// log (through a pipe, capped at [`MAX_LOG_BYTES`]), stopped (group-wide:
+/// TERM, then KILL after [`KILL_GRACE`]) on timeout or `kill`. Whatever
+/// the program leaves running in its group is killed when it exits.
 async fn run_process(
     argv: &[String],
     cwd: &Path,
     env: Vec<(String, String)>,
     timeout: Duration,
     log: &Path,
-    kill: &CancellationToken,
+    kill: &BuildStop,
 ) -> Result<(), Failure> {
     let fail = |m: String| Failure::new(Phase::Building, m);
     let logf =
@@ -468,7 +562,7 @@ async fn run_process(
     let outcome = tokio::select! {
         status = child.wait() => Ok(status),
         _ = tokio::time::sleep(timeout) => Err(false),
-        _ = kill.cancelled() => Err(true),
+        _ = kill.token().cancelled() => Err(true),
     };
     let what = if argv.len() > 1 && argv[0] == "/bin/sh" {
         &argv[1]
@@ -535,11 +629,7 @@ async fn run_process(
         }
         Err(cancelled) => {
             if cancelled {
-                Err(Failure {
-                    phase: Phase::Building,
-                    error: "build killed by shutdown".into(),
-                    cancelled: true,
-                })
+                Err(kill.failure(Phase::Building))
             } else {
                 Err(fail(format!(
                     "build timed out after {} and was killed",

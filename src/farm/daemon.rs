@@ -22,10 +22,12 @@ use crate::build::sandbox::Sandbox;
 use crate::farm::backoff::BackoffBook;
 use crate::farm::worker::{self, RepoAtStart, Worker, WorkerSetup};
 use crate::host::health::{Health, Loop};
+use crate::host::keys::{read_control_token, KeyError};
 use crate::host::systemd;
 use crate::model::config::{format_duration, BuildBackend, Config, SandboxMode};
 use crate::model::recipe::{self, Roster};
 use crate::publish::repo::{Repo, RepoConfig, RepoError};
+use crate::serve::control::{ControlApi, ControlToken, TokenSlot};
 use crate::serve::http::{self, HttpState, Secret};
 use crate::serve::status::Status;
 use crate::watch::poll::{self, PollObserver, Scheduler};
@@ -193,6 +195,9 @@ fn check_report(config_path: &Path) -> (i32, String) {
             }
         }
     }
+    if let Err(e) = control_token(&cfg) {
+        problems.push(e.to_string());
+    }
     let _ = writeln!(
         out,
         "farm {}: {} recipes in {} ({} valid, {} invalid)",
@@ -266,6 +271,22 @@ fn read_secret(path: &Path) -> Result<Arc<[u8]>, String> {
     Ok(Arc::from(trimmed.as_bytes()))
 }
 
+/// The control token `[http].control_token_file` holds, if one is
+/// configured. A short token or a file others can read is a config error
+/// (exit 2); a file that cannot be read, a runtime one (exit 1).
+fn control_token(cfg: &Config) -> Result<Option<ControlToken>, Fatal> {
+    let Some(f) = &cfg.http.control_token_file else {
+        return Ok(None);
+    };
+    match read_control_token(f) {
+        Ok(t) => Ok(Some(ControlToken::new(&t))),
+        Err(e @ KeyError::Io { .. }) => Err(Fatal::Runtime(anyhow::anyhow!(
+            "http.control_token_file: {e}"
+        ))),
+        Err(e) => Err(Fatal::Config(e.to_string())),
+    }
+}
+
 fn log_invalid(roster: &Roster) {
     for (id, e) in &roster.invalid {
         error!(recipe = %id, err = %e, "recipe invalid");
@@ -281,6 +302,8 @@ struct Farm {
     book: BackoffBook,
     status: Arc<Status>,
     health: Arc<Health>,
+    /// The control API's token, when `[http].control_token_file` is set.
+    control_token: Option<ControlToken>,
     /// Held for the process's life: one farmhand per state_dir.
     state_lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -329,6 +352,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     if let Some(p) = problems.first() {
         return Err(Fatal::Config(p.clone()));
     }
+    let control_token = control_token(&cfg)?;
     info!(count = roster.recipes.len(), invalid = roster.invalid.len(), dir = %cfg.manager.recipes_dir.display(), "recipe roster loaded");
     log_invalid(&roster);
 
@@ -441,6 +465,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         book,
         status,
         health: Arc::new(Health::default()),
+        control_token,
         state_lock,
     })
 }
@@ -459,11 +484,15 @@ async fn choose_sandbox(cfg: &Config) -> Result<Option<Sandbox>, Fatal> {
         .parent()
         .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf()))
         .unwrap_or_default();
-    let secrets: Vec<PathBuf> = [&cfg.signing_key_file, &cfg.http.webhook_secret_file]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let secrets: Vec<PathBuf> = [
+        &cfg.signing_key_file,
+        &cfg.http.webhook_secret_file,
+        &cfg.http.control_token_file,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
     let network = cfg.build.network;
     let probed =
         tokio::task::spawn_blocking(move || Sandbox::probe(network, &config_dir, &secrets))
@@ -503,11 +532,13 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
         polls: None,
         shutdown: cancel.clone(),
     });
-    let worker_task = tokio::spawn(w.run(wrx));
+    let paused = w.paused().borrow().clone();
+    let worker_task = tokio::spawn(w.run(wrx, None));
     let roster = roster_tx.borrow().clone();
     let observer: Arc<dyn PollObserver> = farm.status.clone();
     poll::poll_all_once(
         &roster,
+        &paused,
         farm.cfg.poll.concurrency,
         farm.cfg.poll.timeout,
         &wtx,
@@ -592,6 +623,8 @@ pub async fn run_daemon_with(
     let (roster_tx, roster_rx) = watch::channel(Arc::new(farm.roster));
     let (wtx, wrx) = mpsc::channel(1024);
     let (ptx, prx) = mpsc::channel(1024);
+    let (ctx, crx) = mpsc::channel(64);
+    let token: TokenSlot = Arc::new(RwLock::new(farm.control_token));
     let status = farm.status.clone();
     let health = farm.health.clone();
     health.beat(Loop::Scheduler);
@@ -608,10 +641,12 @@ pub async fn run_daemon_with(
         polls: Some(ptx.clone()),
         shutdown: cancel.clone(),
     });
-    let worker_task = tokio::spawn(w.run(wrx));
+    let paused = w.paused();
+    let worker_task = tokio::spawn(w.run(wrx, Some(crx)));
     let sched = Scheduler {
         roster: roster_rx.clone(),
         requests: prx,
+        paused: paused.clone(),
         worker: wtx.clone(),
         status: status.clone(),
         health: health.clone(),
@@ -621,14 +656,20 @@ pub async fn run_daemon_with(
     };
     let sched_task = tokio::spawn(sched.run());
     let http_task = listener.map(|l| {
-        let st = Arc::new(HttpState::new(
-            status.clone(),
-            health.clone(),
-            roster_rx.clone(),
-            secret.clone(),
-            ptx.clone(),
-            cancel.clone(),
-        ));
+        let st = Arc::new(
+            HttpState::new(
+                status.clone(),
+                health.clone(),
+                roster_rx.clone(),
+                secret.clone(),
+                ptx.clone(),
+                cancel.clone(),
+            )
+            .with_control(
+                ControlApi::new(token.clone(), cfg.path.clone(), ctx.clone()),
+                paused.clone(),
+            ),
+        );
         tokio::spawn(http::serve(l, st))
     });
 
@@ -642,7 +683,7 @@ pub async fn run_daemon_with(
         tokio::select! {
             _ = hup.recv() => {
                 systemd::reloading();
-                reload(&cfg, &roster_tx, &secret, &status).await;
+                reload(&cfg, &roster_tx, &secret, &token, &status).await;
                 systemd::ready(&summary.borrow_and_update().clone());
             }
             _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
@@ -673,11 +714,13 @@ pub async fn run_daemon_with(
     Ok(())
 }
 
-/// Re-reads recipes_dir and the webhook secret; publishes the new roster.
+/// Re-reads recipes_dir, the webhook secret and the control token;
+/// publishes the new roster.
 async fn reload(
     cfg: &Config,
     roster_tx: &watch::Sender<Arc<Roster>>,
     secret: &Secret,
+    token: &TokenSlot,
     status: &Status,
 ) {
     let dir = cfg.manager.recipes_dir.clone();
@@ -707,6 +750,15 @@ async fn reload(
             }
             Err(e) => error!(err = %e, "webhook secret not reloaded; keeping the current one"),
         }
+    }
+    match control_token(cfg) {
+        Ok(Some(t)) => {
+            *token
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t)
+        }
+        Ok(None) => {}
+        Err(e) => error!(err = %e, "control token not reloaded; keeping the current one"),
     }
     status.set_roster(roster.ids(), roster.invalid.clone());
     info!(count = roster.recipes.len(), invalid = roster.invalid.len(), dir = %cfg.manager.recipes_dir.display(), "recipes reloaded");

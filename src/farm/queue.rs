@@ -3,7 +3,10 @@
 //! [`BuildQueue`] keeps, per recipe, the versions waiting to be built,
 //! newest first, and hands them out with recipes taking turns, so one
 //! recipe with 300 historic tags cannot starve the others. Membership is a
-//! hash lookup, so dedup is O(1) per trigger.
+//! hash lookup, so dedup is O(1) per trigger. An operator's retry goes
+//! ahead of all of them ([`BuildQueue::push_front`]), and the worker skips
+//! the builds of paused recipes ([`BuildQueue::pop_where`]), which stay
+//! queued.
 //!
 //! The queue also holds the farm's one dedup set: the versions of each
 //! recipe already published. [`BuildQueue::select_new`] filters a poll's
@@ -31,6 +34,8 @@ struct Key(Version, String);
 /// The deduplicating, fair build queue.
 #[derive(Debug, Default)]
 pub struct BuildQueue {
+    /// Builds that go before any recipe's turn (retries), in order.
+    urgent: VecDeque<QueuedBuild>,
     per_recipe: HashMap<String, BTreeMap<Key, QueuedBuild>>,
     turns: VecDeque<String>,
     members: HashMap<String, HashSet<String>>,
@@ -84,9 +89,54 @@ impl BuildQueue {
         true
     }
 
+    /// Queues `b` ahead of every other build (an operator's retry); a
+    /// version already queued moves there. False if the version does not
+    /// parse.
+    pub fn push_front(&mut self, b: QueuedBuild) -> bool {
+        let Ok(v) = Version::parse(&b.version) else {
+            return false;
+        };
+        if self.contains(&b.recipe, &b.version) {
+            if let Some(i) = self
+                .urgent
+                .iter()
+                .position(|u| u.recipe == b.recipe && u.version == b.version)
+            {
+                self.urgent.remove(i);
+            } else if let Some(q) = self.per_recipe.get_mut(&b.recipe) {
+                q.remove(&Key(v, b.version.clone()));
+                if q.is_empty() {
+                    self.per_recipe.remove(&b.recipe);
+                    self.turns.retain(|r| *r != b.recipe);
+                }
+            }
+        } else {
+            self.members
+                .entry(b.recipe.clone())
+                .or_default()
+                .insert(b.version.clone());
+            self.len += 1;
+        }
+        self.urgent.push_front(b);
+        true
+    }
+
     /// The next build: the newest version of the recipe whose turn it is.
     pub fn pop(&mut self) -> Option<QueuedBuild> {
-        let recipe = self.turns.pop_front()?;
+        self.pop_where(|_| true)
+    }
+
+    /// The next build of a recipe for which `runnable` is true: the first
+    /// urgent one, else the newest version of the first such recipe in
+    /// turn. The builds of other recipes stay queued, in their places.
+    pub fn pop_where(&mut self, runnable: impl Fn(&str) -> bool) -> Option<QueuedBuild> {
+        if let Some(i) = self.urgent.iter().position(|b| runnable(&b.recipe)) {
+            let b = self.urgent.remove(i)?;
+            self.forget(&b.recipe, &b.version);
+            return Some(b);
+        }
+        let turn = self.turns.iter().position(|r| runnable(r))?;
+        let recipe = self.turns.remove(turn)?;
         let q = self.per_recipe.get_mut(&recipe)?;
         let (_, b) = q.pop_last()?;
         if q.is_empty() {
@@ -112,6 +162,13 @@ impl BuildQueue {
     /// Drops every queued build for which `keep` is false; returns how many.
     pub fn retain(&mut self, mut keep: impl FnMut(&QueuedBuild) -> bool) -> usize {
         let mut gone = Vec::new();
+        self.urgent.retain(|b| {
+            let k = keep(b);
+            if !k {
+                gone.push((b.recipe.clone(), b.version.clone()));
+            }
+            k
+        });
         self.per_recipe.retain(|_, q| {
             q.retain(|_, b| {
                 let k = keep(b);
@@ -141,7 +198,8 @@ impl BuildQueue {
         self.len == 0
     }
 
-    /// Up to `limit` queued builds in the order they will run.
+    /// Up to `limit` queued builds in the order they will run (paused
+    /// recipes aside).
     pub fn snapshot(&self, limit: usize) -> Vec<QueuedBuild> {
         let mut iters: Vec<_> = self
             .turns
@@ -149,7 +207,7 @@ impl BuildQueue {
             .filter_map(|r| self.per_recipe.get(r))
             .map(|q| q.values().rev())
             .collect();
-        let mut out = Vec::new();
+        let mut out: Vec<QueuedBuild> = self.urgent.iter().take(limit).cloned().collect();
         while out.len() < limit && !iters.is_empty() {
             iters.retain_mut(|it| match it.next() {
                 Some(b) if out.len() < limit => {
@@ -277,6 +335,42 @@ mod tests {
         );
         assert_eq!(snap, order);
         assert!(q.is_empty() && !q.contains("big", "1.0-1"));
+    }
+
+    #[test]
+    fn retries_go_first_and_paused_recipes_wait_in_place() {
+        let mut q = BuildQueue::new();
+        for v in ["1.0", "2.0", "3.0"] {
+            q.push(qb("a", v));
+        }
+        q.push(qb("b", "1.0"));
+        q.push(qb("c", "1.0"));
+        // A queued version moves to the front; a new one joins it there.
+        assert!(q.push_front(qb("a", "1.0")));
+        assert!(q.push_front(qb("d", "0.5")));
+        assert!(!q.push_front(qb("d", "not a version!")));
+        assert_eq!(q.len(), 6);
+        let ids = |v: Vec<QueuedBuild>| -> Vec<String> {
+            v.into_iter()
+                .map(|b| format!("{}@{}", b.recipe, b.upstream))
+                .collect()
+        };
+        assert_eq!(
+            ids(q.snapshot(100)),
+            ["d@0.5", "a@1.0", "a@3.0", "b@1.0", "c@1.0", "a@2.0"]
+        );
+        // Recipe a paused: its builds are skipped, not dropped.
+        let not_a = |r: &str| r != "a";
+        let order: Vec<_> = std::iter::from_fn(|| q.pop_where(not_a)).collect();
+        assert_eq!(ids(order), ["d@0.5", "b@1.0", "c@1.0"]);
+        assert_eq!(q.len(), 3);
+        assert!(q.contains("a", "1.0-1") && !q.contains("b", "1.0-1"));
+        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(ids(order), ["a@1.0", "a@3.0", "a@2.0"]);
+        assert!(q.is_empty());
+        q.push_front(qb("x", "1.0"));
+        assert_eq!(q.retain(|b| b.recipe != "x"), 1);
+        assert!(q.is_empty() && q.pop().is_none());
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! upload → prune ([`Publisher`]). The repository is lent to the running
 //! build's future and handed back with its outcome, so there is never a
 //! second writer.
+//!
+//! Operators' control requests ([`ControlCall`]) come in on a second
+//! channel and are carried out here, where the state they change lives:
+//! poll now, pause and resume (kept in `state.json` with the backoff book,
+//! and published to the scheduler and the HTTP server), cancel of the
+//! build in flight, and retry of a failed version.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -21,16 +27,20 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::build::runner::{self, BuildSettings, Failure, Progress};
+use crate::build::runner::{self, BuildSettings, BuildStop, Failure, Progress};
 use crate::farm::backoff::BackoffBook;
 use crate::farm::publisher::{Published, Publisher};
 use crate::farm::queue::BuildQueue;
 use crate::host::health::{Health, Loop};
-use crate::model::build::{BuildKey, BuildState, HostFault, Job, Phase, QueuedBuild, Trigger};
+use crate::model::build::{
+    BuildKey, BuildState, HostFault, Job, Phase, QueuedBuild, StopReason, Trigger,
+};
 use crate::model::config::{format_duration, Config};
-use crate::model::recipe::Roster;
+use crate::model::control::{ControlAction, ControlEvent, ControlOutcome, ControlRequest, Paused};
+use crate::model::recipe::{Recipe, Roster};
 use crate::model::time::rfc3339;
 use crate::publish::repo::{Repo, RepoConfig};
+use crate::serve::control::ControlCall;
 use crate::serve::status::{BuildRecord, Status, QUEUE_LISTED};
 use crate::watch::poll::{Offer, PollRequest};
 
@@ -100,9 +110,17 @@ pub struct Worker {
     /// A host fault (disk full, no descriptors) holds the queue until this
     /// instant; the wait doubles while the fault persists.
     host_hold: Option<HostHold>,
+    /// Versions an operator asked to retry whose tag the next poll finds
+    /// (backoff entries written before farmhand kept the tag).
+    retry_on_offer: HashSet<BuildKey>,
+    /// The paused recipes, for the scheduler and the HTTP server.
+    paused: watch::Sender<Paused>,
     next_id: u64,
     shutdown: CancellationToken,
+    /// Kills the build in flight (shutdown, after `shutdown_grace`).
     kill: CancellationToken,
+    /// Stops the build in flight (an operator's cancel, or `kill`).
+    stop: Option<BuildStop>,
 }
 
 struct StatusProgress(Arc<Status>);
@@ -149,6 +167,8 @@ impl Worker {
         };
         prune_book(&mut book, &roster.borrow());
         status.set_failures(book.entries());
+        status.set_paused(book.paused().iter().cloned());
+        let paused = watch::Sender::new(Arc::new(book.paused().clone()));
         Worker {
             publisher: Publisher::new(&cfg, settings.clone()),
             cfg,
@@ -163,10 +183,19 @@ impl Worker {
             polls,
             retry_requested: HashSet::new(),
             host_hold: None,
+            retry_on_offer: HashSet::new(),
+            paused,
             next_id: 1,
             shutdown,
             kill: CancellationToken::new(),
+            stop: None,
         }
+    }
+
+    /// The paused recipes, as they change (for the scheduler and the
+    /// HTTP server).
+    pub fn paused(&self) -> watch::Receiver<Paused> {
+        self.paused.subscribe()
     }
 
     /// On reload: tries to open a held repository again. Once it opens,
@@ -205,8 +234,13 @@ impl Worker {
     }
 
     /// Runs until shutdown (daemon), or until every sender of `rx` is gone
-    /// and the queue is empty (`--once`).
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Offer>) {
+    /// and the queue is empty (`--once`, which polls no paused recipe). Control requests
+    /// come in on `control` (none for `--once`).
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Offer>,
+        mut control: Option<mpsc::Receiver<ControlCall>>,
+    ) {
         let mut current: Option<(Job, Running)> = None;
         let mut draining = false;
         let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -237,6 +271,13 @@ impl Worker {
                         let _ = offer.reply.send(n);
                     }
                     None => draining = true,
+                },
+                call = async { control.as_mut().expect("guarded").recv().await }, if control.is_some() => match call {
+                    Some(ControlCall { request, reply }) => {
+                        let outcome = self.control(request, current.as_ref().map(|(j, _)| j)).await;
+                        let _ = reply.send(outcome);
+                    }
+                    None => control = None,
                 },
                 (repo, outcome) = async { current.as_mut().expect("guarded").1.as_mut().await }, if current.is_some() => {
                     let (job, _) = current.take().expect("guarded");
@@ -289,13 +330,21 @@ impl Worker {
         );
         let mut queued = 0;
         for c in fresh {
-            let ok = self.queue.push(QueuedBuild {
+            let retry = self
+                .retry_on_offer
+                .remove(&BuildKey::new(id, c.version.as_str()));
+            let b = QueuedBuild {
                 recipe: id.to_string(),
                 tag: c.tag,
                 upstream: c.upstream,
                 version: c.version.clone(),
                 trigger: offer.trigger,
-            });
+            };
+            let ok = if retry {
+                self.queue.push_front(b)
+            } else {
+                self.queue.push(b)
+            };
             if ok {
                 queued += 1;
             } else {
@@ -322,7 +371,8 @@ impl Worker {
             return None;
         }
         loop {
-            let b = self.queue.pop()?;
+            let book = &self.book;
+            let b = self.queue.pop_where(|recipe| !book.is_paused(recipe))?;
             let recipe = self.roster.borrow().recipes.get(&b.recipe).cloned();
             let Some(recipe) = recipe.filter(|r| r.admits(&b.upstream)) else {
                 continue;
@@ -355,6 +405,8 @@ impl Worker {
         let publisher = self.publisher.clone();
         let status = self.status.clone();
         let kill = self.kill.clone();
+        let stop = BuildStop::new(&kill);
+        self.stop = Some(stop.clone());
         Box::pin(async move {
             let log = {
                 let (s, r, v) = (settings.clone(), job.recipe.id.clone(), job.version.clone());
@@ -388,7 +440,7 @@ impl Worker {
                 Phase::Fetching,
             );
             let progress = StatusProgress(status);
-            match runner::run(&job, &settings, &log, &progress, &kill).await {
+            match runner::run(&job, &settings, &log, &progress, &stop).await {
                 Ok(built) => {
                     publisher
                         .run(&job, built, repo, &log, &progress, &kill)
@@ -402,6 +454,7 @@ impl Worker {
     async fn finish(&mut self, job: &Job, outcome: Result<Published, Failure>) {
         let (recipe, version) = (job.recipe.id.as_str(), job.version.as_str());
         let key = job.key();
+        let stop = self.stop.take();
         if let Some(repo) = &self.repo {
             self.status.set_published(repo.active_count());
         }
@@ -447,7 +500,7 @@ impl Worker {
         match outcome {
             Ok(Published { outputs, timestamp }) => {
                 self.queue.mark_published(recipe, version);
-                if self.book.clear(&key) {
+                if self.book.clear(&key).is_some() {
                     self.save_book().await;
                 }
                 self.status
@@ -455,17 +508,37 @@ impl Worker {
                 info!(recipe, version, outputs, build_timestamp = %timestamp, build_id = job.id, "build + publish complete");
             }
             Err(f) if f.cancelled => {
-                self.status.build_finished(
-                    job.id,
-                    BuildState::Cancelled,
-                    Some(f.phase),
-                    Some(f.error.clone()),
+                let reason = stop.map_or(StopReason::Shutdown, |s| s.reason());
+                // An operator's cancel backs off like a failure, so the
+                // version is not built again at once; a shutdown does not.
+                let next = (reason == StopReason::Operator).then(|| {
+                    let wait = self.book.record_failure(
+                        &key,
+                        &job.tag,
+                        reason.as_str(),
+                        SystemTime::now(),
+                    );
+                    self.retry_requested.remove(&key);
+                    format_duration(wait)
+                });
+                if next.is_some() {
+                    self.save_book().await;
+                }
+                self.status.build_stopped(job.id, f.phase, reason);
+                warn!(
+                    recipe,
+                    version,
+                    phase = f.phase.as_str(),
+                    err = reason.as_str(),
+                    next_retry_after = next.as_deref(),
+                    build_id = job.id,
+                    "build cancelled"
                 );
-                warn!(recipe, version, phase = f.phase.as_str(), err = %f.error, "build cancelled");
             }
             Err(f) => {
                 let wait = self.book.record_failure(
                     &key,
+                    &job.tag,
                     &format!("{}: {}", f.phase, f.error),
                     SystemTime::now(),
                 );
@@ -551,9 +624,190 @@ impl Worker {
             info!(dropped, "queued builds dropped by reload");
             self.publish_queue();
         }
+        let paused_before = self.book.paused().len();
         if prune_book(&mut self.book, &roster) > 0 {
             self.save_book().await;
         }
+        if self.book.paused().len() != paused_before {
+            self.publish_paused();
+        }
+    }
+
+    /// Carries out an operator's request; `running` is the build in flight.
+    async fn control(&mut self, request: ControlRequest, running: Option<&Job>) -> ControlOutcome {
+        use ControlOutcome::{Accepted, Conflict, Done, NotFound, Unavailable};
+        let action = request.action();
+        match request {
+            ControlRequest::Poll(id) => {
+                let recipe = match self.known_recipe(&id) {
+                    Ok(r) => r,
+                    Err(no) => return no,
+                };
+                if self.book.is_paused(&id) {
+                    return Conflict(format!("recipe {id} is paused; resume it first"));
+                }
+                if !recipe.is_watched() {
+                    return Conflict(format!(
+                        "recipe {id} has no [upstream]; there is nothing to poll"
+                    ));
+                }
+                if !self.request_poll(&id) {
+                    return Unavailable(format!(
+                        "cannot poll {id} now (the poll queue is full); try again shortly"
+                    ));
+                }
+                self.acted(action, &id, None, None);
+                Accepted(format!("polling {id}"))
+            }
+            ControlRequest::Pause(id) | ControlRequest::Resume(id) => {
+                if let Err(no) = self.known_recipe(&id) {
+                    return no;
+                }
+                let pause = action == ControlAction::Pause;
+                let changed = self.book.set_paused(&id, pause);
+                if changed {
+                    self.save_book().await;
+                    self.publish_paused();
+                }
+                self.acted(action, &id, None, None);
+                match (pause, changed) {
+                    (true, true) => Done(format!(
+                        "paused {id}: no polls and no builds of it until it is resumed"
+                    )),
+                    (true, false) => Done(format!("{id} was already paused")),
+                    (false, was_paused) => {
+                        // The paused set is published before the request
+                        // goes out, so the scheduler takes it.
+                        self.request_poll(&id);
+                        let was = if was_paused {
+                            "resumed"
+                        } else {
+                            "was not paused"
+                        };
+                        Done(format!("{id} {was}; polling it now"))
+                    }
+                }
+            }
+            ControlRequest::Cancel(build) => match (running, &self.stop) {
+                (Some(job), Some(stop)) if job.id == build => {
+                    if !stop.stop(StopReason::Operator) {
+                        return Conflict(format!(
+                            "build {build} ({} {}) is built and being published; it can no longer be cancelled",
+                            job.recipe.id, job.version
+                        ));
+                    }
+                    self.acted(action, &job.recipe.id, Some(&job.version), Some(build));
+                    Accepted(format!(
+                        "cancelling build {build} ({} {})",
+                        job.recipe.id, job.version
+                    ))
+                }
+                _ if build < self.next_id => {
+                    Conflict(format!("build {build} is not running (it has ended)"))
+                }
+                _ => NotFound(format!("no build {build}")),
+            },
+            ControlRequest::Retry(key) => {
+                let Some(entry) = self.book.entries().get(&key) else {
+                    return NotFound(format!(
+                        "no failure {key}: only versions in /status failures can be retried"
+                    ));
+                };
+                let tag = entry.tag.clone();
+                if running.is_some_and(|j| j.key() == key) {
+                    return Conflict(format!("{key} is being built right now"));
+                }
+                let Some(upstream) = key.version.rsplit_once('-').map(|(u, _)| u.to_string())
+                else {
+                    return NotFound(format!("no failure {key}: not a package version"));
+                };
+                let valid = self.roster.borrow().recipes.get(&key.recipe).cloned();
+                if !valid.is_some_and(|r| r.admits(&upstream)) {
+                    return Conflict(format!(
+                        "recipe {} is invalid or no longer admits {}; fix it (farmhand --check), reload, then retry",
+                        key.recipe, key.version
+                    ));
+                }
+                self.book.clear(&key);
+                self.retry_requested.remove(&key);
+                self.save_book().await;
+                let queued = if tag.is_empty() {
+                    // An entry from before tags were kept: the next poll
+                    // of the recipe finds the tag and queues it first.
+                    self.retry_on_offer.insert(key.clone());
+                    self.request_poll(&key.recipe);
+                    format!(
+                        "retrying {key}: it is queued first once a poll of {} finds its tag",
+                        key.recipe
+                    )
+                } else {
+                    self.queue.push_front(QueuedBuild {
+                        recipe: key.recipe.clone(),
+                        tag,
+                        upstream,
+                        version: key.version.clone(),
+                        trigger: Trigger::Poll,
+                    });
+                    self.publish_queue();
+                    format!("retrying {key}: it is the next build")
+                };
+                self.acted(action, &key.recipe, Some(&key.version), None);
+                Accepted(queued)
+            }
+        }
+    }
+
+    /// The recipe `id` of the roster, or the 404 answer.
+    fn known_recipe(&self, id: &str) -> Result<Arc<Recipe>, ControlOutcome> {
+        let roster = self.roster.borrow();
+        match roster.recipes.get(id) {
+            Some(r) => Ok(r.clone()),
+            None if roster.invalid.contains_key(id) => Err(ControlOutcome::NotFound(format!(
+                "recipe {id} is invalid (see /status invalid_recipes); fix it and reload first"
+            ))),
+            None => Err(ControlOutcome::NotFound(format!("no recipe {id}"))),
+        }
+    }
+
+    /// Asks the scheduler to poll `recipe` now; false if it cannot.
+    fn request_poll(&self, recipe: &str) -> bool {
+        self.polls.as_ref().is_some_and(|p| {
+            p.try_send(PollRequest {
+                recipe: recipe.to_string(),
+                trigger: Trigger::Poll,
+            })
+            .is_ok()
+        })
+    }
+
+    /// Logs, counts and publishes an operator's action.
+    fn acted(
+        &self,
+        action: ControlAction,
+        recipe: &str,
+        version: Option<&str>,
+        build_id: Option<u64>,
+    ) {
+        let ev = ControlEvent {
+            action,
+            recipe: recipe.to_string(),
+            version: version.map(str::to_string),
+            build_id,
+            at: rfc3339(SystemTime::now()),
+        };
+        info!(
+            action = action.as_str(),
+            recipe, version, build_id, "control action"
+        );
+        self.status.control_action(&ev);
+    }
+
+    /// Publishes the paused recipes to the scheduler, the HTTP server and
+    /// `/status`.
+    fn publish_paused(&self) {
+        let paused = self.book.paused().clone();
+        self.status.set_paused(paused.iter().cloned());
+        self.paused.send_replace(Arc::new(paused));
     }
 }
 
@@ -578,8 +832,15 @@ fn remember_published(queue: &mut BuildQueue, repo: &Repo) {
 /// Drops backoff entries that can no longer be retried: recipes gone from
 /// recipes_dir, versions of an older revision (a bump supersedes them) or
 /// below `min_version`. An invalid recipe keeps its entries: fixing a typo
-/// must not retry a broken build at once. Returns how many were dropped.
+/// must not retry a broken build at once. Pauses of recipes gone from
+/// recipes_dir go too (an invalid recipe stays paused). Returns how many
+/// entries and pauses were dropped.
 fn prune_book(book: &mut BackoffBook, roster: &Roster) -> usize {
+    let unpaused =
+        book.retain_paused(|r| roster.recipes.contains_key(r) || roster.invalid.contains_key(r));
+    if unpaused > 0 {
+        info!(dropped = unpaused, "pauses of removed recipes dropped");
+    }
     let dropped = book.retain(|key| match roster.recipes.get(&key.recipe) {
         Some(r) => match (&r.upstream, key.version.rsplit_once('-')) {
             (Some(u), Some((upstream, rev))) => rev == u.revision.to_string() && r.admits(upstream),
@@ -593,7 +854,7 @@ fn prune_book(book: &mut BackoffBook, roster: &Roster) -> usize {
             "backoff entries of removed recipes or superseded versions dropped"
         );
     }
-    dropped
+    dropped + unpaused
 }
 
 /// The settings every build shares, from the config.

@@ -5,7 +5,7 @@
 pub mod fs;
 /// Heartbeats of the daemon's loops, read by `/healthz` and the watchdog.
 pub mod health;
-/// The signing key file.
+/// The signing key and control token files.
 pub mod keys;
 /// tracing setup: logfmt, json, journald.
 pub mod logging;

@@ -174,7 +174,7 @@ pub enum BuildState {
     Succeeded,
     /// Failed; see `phase` and `error`.
     Failed,
-    /// Stopped by shutdown.
+    /// Stopped by an operator or by shutdown; see [`StopReason`].
     Cancelled,
 }
 
@@ -187,6 +187,33 @@ impl BuildState {
             BuildState::Failed => "failed",
             BuildState::Cancelled => "cancelled",
         }
+    }
+}
+
+/// Why a build was stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The daemon is stopping (after `shutdown_grace`): no backoff entry,
+    /// not counted, built again after the restart.
+    Shutdown,
+    /// An operator cancelled it: it enters backoff like a failure and
+    /// counts in `builds_cancelled`.
+    Operator,
+}
+
+impl StopReason {
+    /// The build's `error`: `shutdown` or `cancelled by operator`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Shutdown => "shutdown",
+            StopReason::Operator => "cancelled by operator",
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -223,6 +250,10 @@ pub struct FailureRecord {
     /// The last error, with its phase.
     #[serde(default)]
     pub error: String,
+    /// The upstream tag of the version, so a retry can queue it without a
+    /// poll (empty in entries written before farmhand kept it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tag: String,
 }
 
 /// A fault of the host rather than of the recipe: the build failed because

@@ -92,6 +92,9 @@ pub struct Http {
     pub addr: Option<String>,
     /// The webhook secret file.
     pub webhook_secret_file: Option<PathBuf>,
+    /// The control API's bearer token file; `None` leaves the control API
+    /// off.
+    pub control_token_file: Option<PathBuf>,
 }
 
 /// `[poll]`.
@@ -239,6 +242,7 @@ struct RawUpload {
 struct RawHttp {
     addr: Option<String>,
     webhook_secret_file: Option<String>,
+    control_token_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -400,6 +404,11 @@ impl Config {
             webhook_secret_file: raw
                 .http
                 .webhook_secret_file
+                .filter(|s| !s.trim().is_empty())
+                .map(resolve),
+            control_token_file: raw
+                .http
+                .control_token_file
                 .filter(|s| !s.trim().is_empty())
                 .map(resolve),
         };
@@ -1192,6 +1201,16 @@ sign = ["tcb"]
         .unwrap();
         assert_eq!(c.manager.recipes_dir, Path::new("/srv/farm/recipes"));
         assert_eq!(c.manager.state_dir, Path::new("/srv/farm/state"));
+        assert_eq!(c.http.control_token_file, None);
+        let c = Config::parse(
+            Path::new("/srv/farm/config.toml"),
+            &format!("{MINIMAL}\n[http]\ncontrol_token_file = \"control-token\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.control_token_file.as_deref(),
+            Some(Path::new("/srv/farm/control-token"))
+        );
         // A config given by a relative path still yields absolute paths.
         let c = Config::parse(
             Path::new("config.toml"),

@@ -6,6 +6,8 @@
 pub mod build;
 /// The config file: types, defaults, validation.
 pub mod config;
+/// The control vocabulary: requests, outcomes, actions taken.
+pub mod control;
 /// Path-safe names.
 pub mod name;
 /// Package stanzas of a recipe (`[[package]]`).

@@ -1,7 +1,8 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
 //! `/status`, `/metrics`, `/builds`, `/builds/{id}/log`,
-//! `POST /webhooks/github` and the console pages (`/`, `/assets/`, and
-//! `/builds/{id}` and `/recipes/{id}` for browsers).
+//! `POST /webhooks/github`, the control API (`serve::control`) and the
+//! console pages (`/`, `/assets/`, and `/builds/{id}` and `/recipes/{id}`
+//! for browsers).
 //!
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
@@ -20,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -33,7 +34,9 @@ use tracing::{info, warn};
 use crate::host::health::Health;
 use crate::model::build::BuildState;
 use crate::model::build::Trigger;
+use crate::model::control::Paused;
 use crate::model::recipe::Roster;
+use crate::serve::control::{self, ControlApi};
 use crate::serve::pages;
 use crate::serve::status::Status;
 use crate::watch::github;
@@ -69,6 +72,10 @@ pub struct HttpState {
     pub polls: mpsc::Sender<PollRequest>,
     /// Shutdown.
     pub cancel: CancellationToken,
+    /// The control API (off unless [`HttpState::with_control`] turns it on).
+    pub control: ControlApi,
+    /// Paused recipes, whose webhooks trigger nothing.
+    pub paused: watch::Receiver<Paused>,
     deliveries: Mutex<Deliveries>,
 }
 
@@ -112,8 +119,22 @@ impl HttpState {
             secret,
             polls,
             cancel,
+            control: ControlApi::disabled(),
+            paused: watch::channel(Paused::default()).1,
             deliveries: Mutex::new(Deliveries::default()),
         }
+    }
+
+    /// Serves the control API `control`; webhooks for the recipes in
+    /// `paused` trigger nothing.
+    pub fn with_control(
+        mut self,
+        control: ControlApi,
+        paused: watch::Receiver<Paused>,
+    ) -> HttpState {
+        self.control = control;
+        self.paused = paused;
+        self
     }
 }
 
@@ -238,6 +259,13 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             }
         }
         "/metrics" => with_type(st.status.metrics(), PROMETHEUS_TYPE),
+        p if control::is_control_path(p) => {
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            let auth = req.headers().get(AUTHORIZATION);
+            st.control.answer(p, auth, peer).await.map(BodyExt::boxed)
+        }
         "/builds" => {
             let mut body = serde_json::to_vec_pretty(&st.status.builds()).unwrap_or_default();
             body.push(b'\n');
@@ -418,7 +446,13 @@ async fn github_webhook(
         }
         Some("push") | Some("create") => {
             let roster = st.roster.borrow().clone();
-            let (recipes, known) = github::route_all(&roster, &payload);
+            let (mut recipes, known) = github::route_all(&roster, &payload);
+            // A paused recipe is treated as an opted-out one.
+            let paused = st.paused.borrow().clone();
+            for r in recipes.iter().filter(|r| paused.contains(*r)) {
+                info!(recipe = %r, "webhook for a paused recipe ignored");
+            }
+            recipes.retain(|r| !paused.contains(r));
             if recipes.is_empty() {
                 st.status.webhook(WebhookResult::NotWatched);
                 let url = payload.urls.first().map(String::as_str).unwrap_or("");

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::model::build::{BuildKey, BuildState, FailureRecord, QueuedBuild};
-use crate::model::build::{Phase, Trigger};
+use crate::model::build::{Phase, StopReason, Trigger};
+use crate::model::control::{ControlAction, ControlEvent};
 use crate::model::time::rfc3339;
 use crate::watch::poll::PollObserver;
 use crate::watch::WebhookResult;
@@ -134,6 +135,7 @@ struct State {
     builds_attempted: u64,
     builds_succeeded: u64,
     builds_failed: u64,
+    builds_cancelled: u64,
     failed_by_recipe: BTreeMap<String, u64>,
     in_flight: Option<InFlight>,
     failures: BTreeMap<BuildKey, FailureRecord>,
@@ -143,12 +145,66 @@ struct State {
     polls_total: BTreeMap<(String, PollResult), u64>,
     last_poll_success: BTreeMap<String, SystemTime>,
     webhooks_total: BTreeMap<WebhookResult, u64>,
+    control_actions_total: BTreeMap<ControlAction, u64>,
+    paused: Vec<String>,
     published_packages: usize,
     repository_error: Option<String>,
     sandbox: &'static str,
     held: Option<String>,
     durations: Histogram,
     builds: VecDeque<BuildRecord>,
+}
+
+impl State {
+    /// Records the end of build `id` (see [`Status::build_finished`]).
+    fn finish_build(
+        &mut self,
+        id: u64,
+        state: BuildState,
+        phase: Option<Phase>,
+        error: Option<String>,
+    ) {
+        let now = SystemTime::now();
+        let started = self
+            .in_flight
+            .take()
+            .filter(|f| f.build_id == id)
+            .map(|f| f.started)
+            .unwrap_or(now);
+        let secs = now
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut recipe = None;
+        if let Some(r) = self.builds.iter_mut().find(|r| r.id == id) {
+            r.state = state;
+            r.finished_at = Some(rfc3339(now));
+            r.duration = Some((secs * 1000.0).round() / 1000.0);
+            r.phase = phase;
+            r.error = error;
+            recipe = Some(r.recipe.clone());
+        }
+        match state {
+            BuildState::Succeeded => self.builds_succeeded += 1,
+            BuildState::Failed => {
+                self.builds_failed += 1;
+                if let Some(r) = recipe {
+                    *self.failed_by_recipe.entry(r).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+        if state != BuildState::Cancelled {
+            let h = &mut self.durations;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        }
+    }
 }
 
 /// The shared status.
@@ -193,6 +249,7 @@ impl Status {
                 builds_attempted: 0,
                 builds_succeeded: 0,
                 builds_failed: 0,
+                builds_cancelled: 0,
                 failed_by_recipe: BTreeMap::new(),
                 in_flight: None,
                 failures: BTreeMap::new(),
@@ -202,6 +259,8 @@ impl Status {
                 polls_total: BTreeMap::new(),
                 last_poll_success: BTreeMap::new(),
                 webhooks_total: WebhookResult::ALL.iter().map(|r| (*r, 0)).collect(),
+                control_actions_total: ControlAction::ALL.iter().map(|a| (*a, 0)).collect(),
+                paused: Vec::new(),
                 published_packages: 0,
                 repository_error: None,
                 sandbox: "none",
@@ -293,48 +352,35 @@ impl Status {
         phase: Option<Phase>,
         error: Option<String>,
     ) {
+        self.update(|s| s.finish_build(id, state, phase, error));
+    }
+
+    /// The in-flight build was stopped in `phase`: `cancelled`, with the
+    /// reason as its error; an operator's cancel counts in
+    /// `builds_cancelled`, a shutdown does not.
+    pub fn build_stopped(&self, id: u64, phase: Phase, reason: StopReason) {
         self.update(|s| {
-            let now = SystemTime::now();
-            let started = s
-                .in_flight
-                .take()
-                .filter(|f| f.build_id == id)
-                .map(|f| f.started)
-                .unwrap_or(now);
-            let secs = now
-                .duration_since(started)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let mut recipe = None;
-            if let Some(r) = s.builds.iter_mut().find(|r| r.id == id) {
-                r.state = state;
-                r.finished_at = Some(rfc3339(now));
-                r.duration = Some((secs * 1000.0).round() / 1000.0);
-                r.phase = phase;
-                r.error = error;
-                recipe = Some(r.recipe.clone());
-            }
-            match state {
-                BuildState::Succeeded => s.builds_succeeded += 1,
-                BuildState::Failed => {
-                    s.builds_failed += 1;
-                    if let Some(r) = recipe {
-                        *s.failed_by_recipe.entry(r).or_default() += 1;
-                    }
-                }
-                _ => {}
-            }
-            if state != BuildState::Cancelled {
-                let h = &mut s.durations;
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    if secs <= *b {
-                        h.counts[i] += 1;
-                    }
-                }
-                h.sum += secs;
-                h.count += 1;
+            let error = Some(reason.as_str().to_string());
+            s.finish_build(id, BuildState::Cancelled, Some(phase), error);
+            if reason == StopReason::Operator {
+                s.builds_cancelled += 1;
             }
         });
+    }
+
+    /// The paused recipes changed.
+    pub fn set_paused(&self, paused: impl IntoIterator<Item = String>) {
+        let mut paused: Vec<String> = paused.into_iter().collect();
+        paused.sort();
+        self.update(|s| s.paused = paused);
+    }
+
+    /// An operator's action was carried out: counted in
+    /// `farmhand_control_actions_total`. This is where a control event
+    /// enters the farm's event stream: `/events` (DESIGN.md section 14)
+    /// publishes `ev` from here.
+    pub fn control_action(&self, ev: &ControlEvent) {
+        self.update(|s| *s.control_actions_total.entry(ev.action).or_default() += 1);
     }
 
     /// The backoff book changed.
@@ -502,6 +548,8 @@ impl Status {
             repository_error: Option<&'a str>,
             sandbox: &'static str,
             held: Option<&'a str>,
+            builds_cancelled: u64,
+            paused: &'a [String],
         }
         let doc = Doc {
             farm_id: &s.farm_id,
@@ -542,6 +590,8 @@ impl Status {
             repository_error: s.repository_error.as_deref(),
             sandbox: s.sandbox,
             held: s.held.as_deref(),
+            builds_cancelled: s.builds_cancelled,
+            paused: &s.paused,
         };
         let mut out = serde_json::to_vec(&doc).unwrap_or_default();
         out.push(b'\n');
@@ -581,6 +631,13 @@ impl Status {
                 escape(r)
             );
         }
+        head(
+            &mut m,
+            "farmhand_builds_cancelled_total",
+            "counter",
+            "Builds cancelled by an operator (not those stopped by shutdown).",
+        );
+        let _ = writeln!(m, "farmhand_builds_cancelled_total {}", s.builds_cancelled);
         head(
             &mut m,
             "farmhand_build_duration_seconds",
@@ -698,6 +755,19 @@ impl Status {
         }
         head(
             &mut m,
+            "farmhand_control_actions_total",
+            "counter",
+            "Control actions carried out, by action.",
+        );
+        for (a, n) in &s.control_actions_total {
+            let _ = writeln!(
+                m,
+                "farmhand_control_actions_total{{action=\"{}\"}} {n}",
+                a.as_str()
+            );
+        }
+        head(
+            &mut m,
             "farmhand_published_packages",
             "gauge",
             "Packages in the active index.",
@@ -743,6 +813,10 @@ pub struct Snapshot {
     pub builds_succeeded: u64,
     /// Builds failed.
     pub builds_failed: u64,
+    /// Builds an operator cancelled.
+    pub builds_cancelled: u64,
+    /// Recipes an operator paused, sorted.
+    pub paused: Vec<String>,
     /// The build in progress and when it started.
     pub in_flight: Option<(InFlight, SystemTime)>,
     /// The backoff book.
@@ -777,6 +851,8 @@ impl Status {
             builds_attempted: s.builds_attempted,
             builds_succeeded: s.builds_succeeded,
             builds_failed: s.builds_failed,
+            builds_cancelled: s.builds_cancelled,
+            paused: s.paused.clone(),
             in_flight: s.in_flight.as_ref().map(|f| (f.clone(), f.started)),
             failures: s.failures.clone(),
             queue: s.queue.clone(),

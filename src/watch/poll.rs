@@ -2,8 +2,10 @@
 //! maps them through the recipe's tag pattern and offers the versions to
 //! the worker. The [`Scheduler`] runs the first poll of every recipe at
 //! start, then one per interval with a little jitter, at most
-//! `[poll].concurrency` at once; webhooks and backoff expiry ask it for an
-//! immediate poll, which coalesces with one already running.
+//! `[poll].concurrency` at once; webhooks, operators and backoff expiry
+//! ask it for an immediate poll, which coalesces with one already running.
+//! Recipes an operator paused are not polled at all: their timers run on
+//! without polling and requests for them are dropped.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -12,11 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::git::helper;
 use crate::host::health::{Health, Loop};
 use crate::model::build::{Candidate, Trigger};
+use crate::model::control::Paused;
 use crate::model::recipe::{Recipe, Roster};
 
 /// The versions one poll of `recipe` found, offered to whoever queues
@@ -152,10 +155,11 @@ pub async fn poll_recipe(
     Ok(tags.len())
 }
 
-/// Polls every watched recipe once, at most `concurrency` at a time
-/// (`--once`).
+/// Polls every watched recipe once but the `paused` ones, at most
+/// `concurrency` at a time (`--once`).
 pub async fn poll_all_once(
     roster: &Roster,
+    paused: &Paused,
     concurrency: usize,
     timeout: Duration,
     worker: &OfferTx,
@@ -164,7 +168,11 @@ pub async fn poll_all_once(
 ) {
     let sem = Arc::new(Semaphore::new(concurrency));
     let mut set = tokio::task::JoinSet::new();
-    for r in roster.recipes.values().filter(|r| r.is_watched()) {
+    for r in roster
+        .recipes
+        .values()
+        .filter(|r| r.is_watched() && !paused.contains(&r.id))
+    {
         let (r, sem, worker, status, cancel) = (
             r.clone(),
             sem.clone(),
@@ -217,8 +225,10 @@ struct Slots {
 pub struct Scheduler {
     /// The roster, as published by the daemon.
     pub roster: watch::Receiver<Arc<Roster>>,
-    /// Immediate poll requests (webhooks, backoff expiry).
+    /// Immediate poll requests (webhooks, operators, backoff expiry).
     pub requests: mpsc::Receiver<PollRequest>,
+    /// The recipes an operator paused, as the worker publishes them.
+    pub paused: watch::Receiver<Paused>,
     /// Where offers go.
     pub worker: OfferTx,
     /// Hears how polls went.
@@ -278,7 +288,9 @@ impl Scheduler {
                         due.pop_first();
                         if let Some(e) = entries.get_mut(&id) {
                             e.due = None;
-                            if e.running {
+                            if self.is_paused(&id) {
+                                self.schedule_next(&id, e, &mut due, &jitter_seed);
+                            } else if e.running {
                                 e.again.get_or_insert(Trigger::Poll);
                             } else {
                                 self.start(&id, e, Trigger::Poll, &mut slots, &done_tx, &mut tasks);
@@ -287,7 +299,9 @@ impl Scheduler {
                     }
                 }
                 Some(req) = self.requests.recv() => {
-                    if let Some(e) = entries.get_mut(&req.recipe) {
+                    if self.is_paused(&req.recipe) {
+                        debug!(recipe = %req.recipe, source = req.trigger.as_str(), "poll request dropped (recipe paused)");
+                    } else if let Some(e) = entries.get_mut(&req.recipe) {
                         if e.running {
                             // Coalesce: poll once more when the running poll ends.
                             e.again = Some(req.trigger);
@@ -301,15 +315,9 @@ impl Scheduler {
                     slots.free += 1;
                     if let Some(e) = entries.get_mut(&id) {
                         e.running = false;
-                        if let Some(trigger) = e.again.take() {
-                            self.start(&id, e, trigger, &mut slots, &done_tx, &mut tasks);
-                        } else {
-                            let interval = e.recipe.watch.poll_interval;
-                            let j = jitter(&jitter_seed, &id, interval);
-                            let at = Instant::now() + interval + j;
-                            if let Some(old) = e.due.replace(at) { due.remove(&(old, id.clone())); }
-                            due.insert((at, id.clone()));
-                            self.status.poll_scheduled(&id, SystemTime::now() + interval + j);
+                        match e.again.take().filter(|_| !self.is_paused(&id)) {
+                            Some(trigger) => self.start(&id, e, trigger, &mut slots, &done_tx, &mut tasks),
+                            None => self.schedule_next(&id, e, &mut due, &jitter_seed),
                         }
                     }
                 }
@@ -361,6 +369,29 @@ impl Scheduler {
             }
         }
         tasks.shutdown().await;
+    }
+
+    fn is_paused(&self, id: &str) -> bool {
+        self.paused.borrow().contains(id)
+    }
+
+    /// Sets `id`'s next poll one interval (plus jitter) from now.
+    fn schedule_next(
+        &self,
+        id: &str,
+        e: &mut Entry,
+        due: &mut BTreeSet<(Instant, String)>,
+        seed: &std::collections::hash_map::RandomState,
+    ) {
+        let interval = e.recipe.watch.poll_interval;
+        let j = jitter(seed, id, interval);
+        let at = Instant::now() + interval + j;
+        if let Some(old) = e.due.replace(at) {
+            due.remove(&(old, id.to_string()));
+        }
+        due.insert((at, id.to_string()));
+        self.status
+            .poll_scheduled(id, SystemTime::now() + interval + j);
     }
 
     /// Starts a poll of `id` now if a slot is free, else puts it in line.

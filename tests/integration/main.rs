@@ -9,6 +9,7 @@ mod util;
 
 mod check;
 mod console;
+mod control;
 mod corpus;
 mod crash;
 mod daemon;

@@ -282,6 +282,9 @@ fn debian_package_holds_binary_unit_config_and_docs() {
         "/usr/share/doc/farmhand/copyright",
         "/usr/share/doc/farmhand/examples/config.toml",
         "/usr/share/doc/farmhand/examples/prometheus/farmhand-alerts.yml",
+        "/usr/share/bash-completion/completions/farmhand",
+        "/usr/share/zsh/vendor-completions/_farmhand",
+        "/usr/share/fish/vendor_completions.d/farmhand.fish",
     ] {
         assert_eq!(mode(f), "-rw-r--r--", "{f}");
     }
@@ -349,6 +352,10 @@ fn debian_package_holds_binary_unit_config_and_docs() {
             "systemd/farmhand.tmpfile",
         ),
         ("etc/farmhand/config.toml", "packaging/config.example.toml"),
+        (
+            "usr/share/bash-completion/completions/farmhand",
+            "packaging/completions/farmhand.bash",
+        ),
     ] {
         assert_eq!(
             std::fs::read(t.join(packaged)).unwrap(),

@@ -299,6 +299,7 @@ pub fn overview(o: &Overview) -> Markup {
                 div { dt { "Builds" } dd #count-attempted { (o.attempted) } }
                 div { dt { "Succeeded" } dd #count-succeeded { (o.succeeded) } }
                 div { dt { "Failed" } dd #count-failed { (o.failed) } }
+                div { dt { "Cancelled" } dd #count-cancelled { (o.cancelled) } }
                 div { dt { "Queued" } dd #count-queued { (o.queue_depth) } }
                 div { dt { "Published" } dd #count-published { (o.published_packages) } }
                 div { dt { "Sandbox" } dd { (o.sandbox) } }

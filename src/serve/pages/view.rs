@@ -214,6 +214,8 @@ pub struct Overview {
     pub succeeded: u64,
     /// Builds failed.
     pub failed: u64,
+    /// Builds an operator cancelled.
+    pub cancelled: u64,
     /// Packages in the index.
     pub published_packages: usize,
     /// Builds queued.
@@ -426,6 +428,9 @@ fn states(s: &Snapshot) -> HashMap<&str, RecipeState> {
     for k in s.failures.keys() {
         m.insert(k.recipe.as_str(), RecipeState::Failing);
     }
+    for r in &s.paused {
+        m.insert(r.as_str(), RecipeState::Paused);
+    }
     if let Some((f, _)) = &s.in_flight {
         m.insert(f.recipe.as_str(), RecipeState::Building);
     }
@@ -527,6 +532,7 @@ impl Overview {
             attempted: s.builds_attempted,
             succeeded: s.builds_succeeded,
             failed: s.builds_failed,
+            cancelled: s.builds_cancelled,
             published_packages: s.published_packages,
             queue_depth: s.queue_depth,
             held: s.held.clone(),
