@@ -4,10 +4,14 @@ upstreams, the release binary, log scraping. Everything listens on
 import hashlib, hmac, json, os, re, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "farmhand")
+# FARMHAND_BIN runs another build of the binary (say, target/debug/farmhand
+# on a machine too busy for a release build); the figures then say so.
+BIN = os.environ.get("FARMHAND_BIN") or os.path.join(ROOT, "target", "release", "farmhand")
 
 
 def build_release():
+    if os.environ.get("FARMHAND_BIN"):
+        return
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
 

@@ -53,7 +53,8 @@ pub mod host;
 pub mod model;
 /// The repository: index, atomic publish, signing, upload.
 pub mod publish;
-/// HTTP: routes, `/status` and `/metrics` rendering, logs, webhooks.
+/// HTTP: routes, `/status` and `/metrics` rendering, the console pages,
+/// logs, webhooks.
 pub mod serve;
 /// Learning about versions: the poll schedule and webhooks.
 pub mod watch;

@@ -77,6 +77,7 @@ pub struct HttpState {
     /// Paused recipes, whose webhooks trigger nothing.
     pub paused: watch::Receiver<Paused>,
     deliveries: Mutex<Deliveries>,
+    pages: pages::Cache,
 }
 
 #[derive(Default)]
@@ -122,6 +123,7 @@ impl HttpState {
             control: ControlApi::disabled(),
             paused: watch::channel(Paused::default()).1,
             deliveries: Mutex::new(Deliveries::default()),
+            pages: pages::Cache::default(),
         }
     }
 
@@ -288,7 +290,7 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
         "/" if !is_get => method_not_allowed("GET, HEAD"),
         "/" => {
             let roster = st.roster.borrow().clone();
-            pages::overview(&st.status, roster, req.uri().query())
+            pages::overview(&st.status, roster, req.uri().query(), &st.pages)
                 .await
                 .map(full)
         }

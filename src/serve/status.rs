@@ -485,6 +485,11 @@ impl Status {
         self.lock().builds.iter().find(|b| b.id == id).cloned()
     }
 
+    /// A number that changes whenever anything in the store does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// `/status` JSON.
     pub fn json(&self) -> Bytes {
         let gen = self.generation.load(Ordering::Acquire);

@@ -10,7 +10,7 @@
 //! of [`page_headers`].
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -161,14 +161,63 @@ async fn log_end(path: &Path, max: u64, lines: usize) -> (String, bool) {
     )
 }
 
+/// The unfiltered overview as last rendered: made at most once per second
+/// and per change of the status store (its relative times and the running
+/// log's tail are per second), so a room full of open consoles, or a load
+/// test, costs one render a second.
+#[derive(Default)]
+pub struct Cache {
+    overview: Mutex<Option<(u64, u64, Bytes)>>,
+}
+
+impl Cache {
+    fn get(&self, key: (u64, u64)) -> Option<Bytes> {
+        let c = self
+            .overview
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.as_ref()
+            .filter(|(g, s, _)| (*g, *s) == key)
+            .map(|(_, _, b)| b.clone())
+    }
+
+    fn put(&self, key: (u64, u64), body: Bytes) {
+        *self
+            .overview
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key.0, key.1, body));
+    }
+}
+
+fn html_bytes(body: Bytes) -> Response<Bytes> {
+    let mut r = Response::new(body);
+    page_headers(r.headers_mut());
+    r
+}
+
 /// `GET /`: the overview (`?filter=` narrows the recipe table).
 pub async fn overview(
     status: &Status,
     roster: Arc<Roster>,
     query: Option<&str>,
+    cache: &Cache,
 ) -> Response<Bytes> {
-    let snap = status.snapshot();
     let filter = query_param(query, "filter").unwrap_or_default();
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    // The generation before the snapshot: a change while rendering makes
+    // the next request render again.
+    let key = (status.generation(), second);
+    let cacheable = filter.trim().is_empty();
+    if cacheable {
+        if let Some(body) = cache.get(key) {
+            return html_bytes(body);
+        }
+    }
+    let snap = status.snapshot();
     let log = match snap
         .in_flight
         .as_ref()
@@ -177,8 +226,12 @@ pub async fn overview(
         Some(b) => log_end(&b.log_path, TAIL_BYTES, TAIL_LINES).await.0,
         None => String::new(),
     };
-    let page = view::Overview::new(&snap, &roster, filter.trim(), log, SystemTime::now());
-    html(StatusCode::OK, templates::overview(&page))
+    let page = view::Overview::new(&snap, &roster, filter.trim(), log, now);
+    let body = Bytes::from(templates::overview(&page).into_string());
+    if cacheable {
+        cache.put(key, body.clone());
+    }
+    html_bytes(body)
 }
 
 /// `GET /builds/{id}` for a browser (`id` as the path has it).

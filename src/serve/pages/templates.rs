@@ -616,7 +616,96 @@ pub fn not_found(farm_id: &str, what: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::build::{BuildKey, FailureRecord, Phase, QueuedBuild, Trigger};
+    use crate::model::recipe::Roster;
+    use crate::serve::pages::view;
+    use crate::serve::status::{BuildRecord, Snapshot};
+    use std::collections::BTreeMap;
     use std::time::Duration;
+
+    const EVIL: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>'&";
+
+    fn hostile_snapshot() -> Snapshot {
+        let now = SystemTime::now();
+        let build = |id: u64, state: BuildState| BuildRecord {
+            id,
+            recipe: "evil".into(),
+            version: "1.0.0-1".into(),
+            tag: format!("v1.0.0{EVIL}"),
+            trigger: Trigger::Poll,
+            state,
+            started_at: rfc3339(now),
+            finished_at: Some(rfc3339(now)),
+            duration: Some(1.0),
+            phase: Some(Phase::Building),
+            error: Some(EVIL.into()),
+            log_url: "/builds/1/log".into(),
+            log: "/builds/1/log".into(),
+            log_path: "/nonexistent".into(),
+        };
+        Snapshot {
+            farm_id: EVIL.into(),
+            started_at: now,
+            recipes: vec!["evil".into()],
+            invalid: BTreeMap::from([("bad".to_string(), EVIL.to_string())]),
+            builds_attempted: 2,
+            builds_succeeded: 1,
+            builds_failed: 1,
+            builds_cancelled: 0,
+            paused: Vec::new(),
+            in_flight: None,
+            failures: BTreeMap::from([(
+                BuildKey::new("evil", "1.0.0-1"),
+                FailureRecord {
+                    failures: 2,
+                    next_retry: now + Duration::from_secs(60),
+                    error: EVIL.into(),
+                    tag: EVIL.into(),
+                },
+            )]),
+            queue: vec![QueuedBuild {
+                recipe: "evil".into(),
+                tag: EVIL.into(),
+                upstream: "1.0.1".into(),
+                version: "1.0.1-1".into(),
+                trigger: Trigger::Webhook,
+            }],
+            queue_depth: 1,
+            polls: BTreeMap::new(),
+            published_packages: 1,
+            repository_error: Some(EVIL.into()),
+            held: Some(EVIL.into()),
+            sandbox: "none",
+            builds: vec![
+                build(2, BuildState::Failed),
+                build(1, BuildState::Succeeded),
+            ],
+        }
+    }
+
+    #[test]
+    fn every_interpolated_string_is_escaped() {
+        let s = hostile_snapshot();
+        let roster = Roster::default();
+        let now = SystemTime::now();
+        let overview = view::Overview::new(&s, &roster, EVIL, EVIL.into(), now);
+        let build = view::BuildPage::new(&s, 2, EVIL.into(), false, now).unwrap();
+        let pages = [
+            super::overview(&overview).into_string(),
+            super::build(&build).into_string(),
+            not_found(EVIL, EVIL).into_string(),
+        ];
+        for page in pages {
+            assert!(!page.contains("<script>alert"), "{page}");
+            assert!(!page.contains("<img"), "{page}");
+            assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img"));
+            assert_eq!(
+                page.matches("<script").count(),
+                1,
+                "only the console's own script"
+            );
+        }
+    }
 
     #[test]
     fn durations_and_relative_times_read_well() {
