@@ -43,7 +43,7 @@ pub mod build;
 pub mod ctl;
 /// `farmhand demo`: a self-contained farm.
 pub mod demo;
-/// The running farm: daemon wiring, worker, queue, backoff book, status.
+/// The running farm: daemon wiring, worker, queue, backoff book, build history.
 pub mod farm;
 /// git through libgit2 in a helper process: ls-remote, fetch, export.
 pub mod git;
@@ -53,8 +53,8 @@ pub mod host;
 pub mod model;
 /// The repository: index, atomic publish, signing, upload.
 pub mod publish;
-/// HTTP: routes, `/status` and `/metrics` rendering, the console pages,
-/// logs, webhooks.
+/// HTTP: routes, `/status` and `/metrics` rendering, builds and recipes,
+/// logs, the event bus and `/events`, webhooks, the console pages.
 pub mod serve;
 /// Learning about versions: the poll schedule and webhooks.
 pub mod watch;

@@ -1,7 +1,8 @@
 //! Runs one build: fetch the tag, run the recipe's build script in its own
 //! process group with a clean environment and a time limit, and package
 //! DESTDIR. Everything the build does goes to its log file,
-//! `state_dir/logs/<recipe>/<version>.<n>.log`.
+//! `state_dir/logs/<recipe>/<version>.<n>.log`, compressed to
+//! `<version>.<n>.log.zst` once the build has finished ([`finish_log`]).
 //!
 //! Publishing is not done here: the caller owns the repository.
 
@@ -31,6 +32,8 @@ pub struct BuildSettings {
     pub timeout: Duration,
     /// `[build].keep_logs`.
     pub keep_logs: usize,
+    /// `[build].keep_logs_for`.
+    pub keep_logs_for: Duration,
     /// `[build].runner`.
     pub runner: Vec<String>,
     /// Time limit of the fetch.
@@ -226,8 +229,28 @@ pub const MAX_LOG_BYTES: u64 = 64 << 20;
 /// drained when a process that left the group (`setsid`) holds it open.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// The name of attempt `attempt` of `version`'s log: `<version>.<n>.log`,
+/// or `<version>.<n>.log.zst` once compressed.
+pub fn log_name(version: &str, attempt: u32, compressed: bool) -> String {
+    let zst = if compressed { ".zst" } else { "" };
+    format!("{version}.{attempt}.log{zst}")
+}
+
+/// `(version, attempt, compressed)` of a log file name, or `None` when
+/// the name is not one [`log_name`] makes.
+pub fn parse_log_name(name: &str) -> Option<(&str, u32, bool)> {
+    let (rest, compressed) = match name.strip_suffix(".log.zst") {
+        Some(r) => (r, true),
+        None => (name.strip_suffix(".log")?, false),
+    };
+    let (version, n) = rest.rsplit_once('.')?;
+    let attempt = n.parse::<u32>().ok().filter(|n| *n > 0)?;
+    (!version.is_empty()).then_some((version, attempt, compressed))
+}
+
 /// Picks the log file for a new attempt: `<version>.<n>.log` with `n` one
-/// more than the highest existing attempt of that version.
+/// more than the highest existing attempt of that version (plain or
+/// compressed).
 pub fn next_log_path(
     settings: &BuildSettings,
     recipe: &str,
@@ -235,40 +258,196 @@ pub fn next_log_path(
 ) -> std::io::Result<PathBuf> {
     let dir = settings.log_dir(recipe);
     std::fs::create_dir_all(&dir)?;
-    let prefix = format!("{version}.");
-    let mut n = 0u64;
+    let mut n = 0u32;
     for e in std::fs::read_dir(&dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_suffix(".log"))
-        {
-            if let Ok(k) = rest.parse::<u64>() {
+        if let Some((v, k, _)) = parse_log_name(&name) {
+            if v == version {
                 n = n.max(k);
             }
         }
     }
-    Ok(dir.join(format!("{version}.{}.log", n + 1)))
+    Ok(dir.join(log_name(version, n.saturating_add(1), false)))
 }
 
-/// Removes the oldest logs of a recipe beyond `keep`, never `current`.
-pub fn prune_logs(settings: &BuildSettings, recipe: &str, current: &Path) {
+/// The attempt number of a log path made by [`next_log_path`].
+pub fn log_attempt(log: &Path) -> Option<u32> {
+    parse_log_name(log.file_name()?.to_str()?).map(|(_, n, _)| n)
+}
+
+/// Compresses a finished build's log: `<version>.<n>.log` becomes
+/// `<version>.<n>.log.zst` (zstd, the content size in the frame header),
+/// written to a temporary file, fsynced and renamed into place before the
+/// plain log is removed, so a crash leaves one or the other whole.
+/// Returns the compressed file; a missing log is `NotFound`.
+pub fn finish_log(log: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let plain = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(log)?;
+    let size = plain.metadata()?.len();
+    let dir = log.parent().unwrap_or_else(|| Path::new("."));
+    let mut name = log.file_name().unwrap_or_default().to_os_string();
+    name.push(".zst");
+    let target = dir.join(name);
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?;
+    let mut enc = zstd::stream::write::Encoder::new(tmp, 3)?;
+    enc.set_pledged_src_size(Some(size))?;
+    enc.include_contentsize(true)?;
+    std::io::copy(&mut std::io::Read::take(plain, size), &mut enc)?;
+    let tmp = enc.finish()?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&target).map_err(|e| e.error)?;
+    crate::host::fs::sync_dir(dir)?;
+    std::fs::remove_file(log)?;
+    Ok(target)
+}
+
+/// A build log [`prune_logs`] removed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LogId {
+    /// The recipe.
+    pub recipe: String,
+    /// The version.
+    pub version: String,
+    /// The attempt.
+    pub attempt: u32,
+}
+
+/// What [`prune_logs`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    /// Logs older than `[build].keep_logs_for` (by modification time).
+    Age,
+    /// Those, and the oldest beyond `[build].keep_logs` (after a
+    /// successful build, so that a run of failures never pushes out the
+    /// logs of the last good builds).
+    CountAndAge,
+}
+
+/// Removes a recipe's logs as `how` says, never `current` (the running
+/// build's). Returns what it removed.
+pub fn prune_logs(
+    settings: &BuildSettings,
+    recipe: &str,
+    current: Option<&Path>,
+    how: Prune,
+    now: std::time::SystemTime,
+) -> Vec<LogId> {
     let dir = settings.log_dir(recipe);
     let Ok(rd) = std::fs::read_dir(&dir) else {
-        return;
+        return Vec::new();
     };
-    let mut logs: Vec<(std::time::SystemTime, PathBuf)> = rd
+    let mut logs: Vec<(std::time::SystemTime, PathBuf, String, u32)> = rd
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let (version, attempt, _) = parse_log_name(&name)?;
+            let (version, attempt) = (version.to_string(), attempt);
+            let modified = e.metadata().ok()?.modified().ok()?;
+            Some((modified, e.path(), version, attempt))
+        })
+        .filter(|(_, p, _, _)| Some(p.as_path()) != current)
         .collect();
     logs.sort();
-    let excess = logs.len().saturating_sub(settings.keep_logs);
-    for (_, p) in logs.into_iter().take(excess) {
-        if p != current {
-            let _ = std::fs::remove_file(p);
+    // The running build's log counts against keep_logs.
+    let keep = settings
+        .keep_logs
+        .saturating_sub(usize::from(current.is_some()));
+    let excess = match how {
+        Prune::Age => 0,
+        Prune::CountAndAge => logs.len().saturating_sub(keep),
+    };
+    let mut removed = Vec::new();
+    for (i, (modified, p, version, attempt)) in logs.into_iter().enumerate() {
+        let too_old = now
+            .duration_since(modified)
+            .is_ok_and(|age| age > settings.keep_logs_for);
+        if (i < excess || too_old) && std::fs::remove_file(&p).is_ok() {
+            removed.push(LogId {
+                recipe: recipe.to_string(),
+                version,
+                attempt,
+            });
         }
     }
+    removed
+}
+
+/// What [`sweep_logs`] found and did.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// The logs there are now.
+    pub present: std::collections::HashSet<LogId>,
+    /// The logs it removed (too old).
+    pub removed: Vec<LogId>,
+    /// Plain logs of finished builds it compressed (left by a crash, or
+    /// by a farmhand that did not compress logs).
+    pub compressed: usize,
+}
+
+/// Goes over every recipe's logs: compresses plain logs other than
+/// `current` (the running build's), removes those older than
+/// `[build].keep_logs_for`, and lists what is left.
+pub fn sweep_logs(
+    settings: &BuildSettings,
+    current: Option<&Path>,
+    now: std::time::SystemTime,
+) -> Swept {
+    let mut swept = Swept::default();
+    let Ok(rd) = std::fs::read_dir(settings.state_dir.join("logs")) else {
+        return swept;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let Some(recipe) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !crate::model::name::is_safe_component(&recipe)
+            || !e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let dir = settings.log_dir(&recipe);
+        let names = || -> Vec<String> {
+            std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for name in names() {
+            let path = dir.join(&name);
+            if matches!(parse_log_name(&name), Some((_, _, false)))
+                && Some(path.as_path()) != current
+            {
+                match finish_log(&path) {
+                    Ok(_) => swept.compressed += 1,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), err = %e, "cannot compress build log")
+                    }
+                }
+            }
+        }
+        swept
+            .removed
+            .extend(prune_logs(settings, &recipe, current, Prune::Age, now));
+        for name in names() {
+            if let Some((version, attempt, _)) = parse_log_name(&name) {
+                swept.present.insert(LogId {
+                    recipe: recipe.clone(),
+                    version: version.to_string(),
+                    attempt,
+                });
+            }
+        }
+    }
+    swept
 }
 
 /// Opens a build log for appending, never through a symlink: a log that
@@ -790,4 +969,104 @@ async fn stop_group(pgid: i32, child: &mut tokio::process::Child) {
     let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
     kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn settings(state: &Path, keep_logs: usize, keep_logs_for: Duration) -> BuildSettings {
+        BuildSettings {
+            state_dir: state.to_path_buf(),
+            timeout: Duration::from_secs(60),
+            keep_logs,
+            keep_logs_for,
+            runner: Vec::new(),
+            fetch_timeout: Duration::from_secs(60),
+            path_env: String::new(),
+            peipkg: None,
+            sandbox: None,
+        }
+    }
+
+    #[test]
+    fn log_names() {
+        assert_eq!(log_name("1.2.3-1", 4, false), "1.2.3-1.4.log");
+        assert_eq!(parse_log_name("1.2.3-1.4.log"), Some(("1.2.3-1", 4, false)));
+        assert_eq!(
+            parse_log_name("2:1.0-rc.1-1.12.log.zst"),
+            Some(("2:1.0-rc.1-1", 12, true))
+        );
+        for bad in [
+            "x.log",
+            ".1.log",
+            "1.0-1.0.log",
+            "1.0-1.a.log",
+            "1.0-1.1.txt",
+        ] {
+            assert_eq!(parse_log_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn logs_are_compressed_numbered_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 2, Duration::from_secs(3600));
+        let first = next_log_path(&s, "r", "1.0-1").unwrap();
+        assert_eq!(first.file_name().unwrap(), "1.0-1.1.log");
+        std::fs::write(&first, "hello\n".repeat(1000)).unwrap();
+        let zst = finish_log(&first).unwrap();
+        assert!(!first.exists());
+        assert_eq!(zst.file_name().unwrap(), "1.0-1.1.log.zst");
+        let bytes = std::fs::read(&zst).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&bytes).unwrap(),
+            Some(6000),
+            "the content size is in the frame header"
+        );
+        assert_eq!(
+            zstd::decode_all(&bytes[..]).unwrap(),
+            "hello\n".repeat(1000).as_bytes()
+        );
+        // The next attempt of the same version counts compressed logs too.
+        let second = next_log_path(&s, "r", "1.0-1").unwrap();
+        assert_eq!(log_attempt(&second), Some(2));
+        std::fs::write(&second, "two\n").unwrap();
+        finish_log(&second).unwrap();
+        let third = next_log_path(&s, "r", "2.0-1").unwrap();
+        std::fs::write(&third, "three\n").unwrap();
+        let now = SystemTime::now();
+        // Age only: nothing is an hour old.
+        assert!(prune_logs(&s, "r", Some(&third), Prune::Age, now).is_empty());
+        // Count: two kept, the running one among them, never removed.
+        let removed = prune_logs(&s, "r", Some(&third), Prune::CountAndAge, now);
+        assert_eq!(
+            removed,
+            [LogId {
+                recipe: "r".into(),
+                version: "1.0-1".into(),
+                attempt: 1
+            }]
+        );
+        assert!(third.exists());
+        // Age: two hours on, everything but the running log goes.
+        let later = now + Duration::from_secs(7200);
+        let removed = prune_logs(&s, "r", Some(&third), Prune::Age, later);
+        assert_eq!(removed.len(), 1);
+        assert!(third.exists());
+        // The sweep compresses a plain log left behind and lists what is left.
+        let swept = sweep_logs(&s, None, now);
+        assert_eq!(swept.compressed, 1);
+        assert!(swept.removed.is_empty());
+        assert_eq!(
+            swept.present.into_iter().collect::<Vec<_>>(),
+            [LogId {
+                recipe: "r".into(),
+                version: "2.0-1".into(),
+                attempt: 1
+            }]
+        );
+        assert!(s.log_dir("r").join("2.0-1.1.log.zst").exists());
+    }
 }

@@ -20,6 +20,7 @@ use crate::build::peipkg::PeipkgTools;
 use crate::build::runner::BuildSettings;
 use crate::build::sandbox::Sandbox;
 use crate::farm::backoff::BackoffBook;
+use crate::farm::history::History;
 use crate::farm::worker::{self, RepoAtStart, Worker, WorkerSetup};
 use crate::host::health::{Health, Loop};
 use crate::host::keys::{read_control_token, KeyError};
@@ -28,6 +29,7 @@ use crate::model::config::{format_duration, BuildBackend, Config, SandboxMode};
 use crate::model::recipe::{self, Roster};
 use crate::publish::repo::{Repo, RepoConfig, RepoError};
 use crate::serve::control::{ControlApi, ControlToken, TokenSlot};
+use crate::serve::events::EventBus;
 use crate::serve::http::{self, HttpState, Secret};
 use crate::serve::status::Status;
 use crate::watch::poll::{self, PollObserver, Scheduler};
@@ -300,6 +302,7 @@ struct Farm {
     roster: Roster,
     repo: RepoAtStart,
     book: BackoffBook,
+    history: History,
     status: Arc<Status>,
     health: Arc<Health>,
     /// The control API's token, when `[http].control_token_file` is set.
@@ -450,7 +453,11 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     if let Some(e) = book_err {
         error!(err = %e, "backoff book unreadable");
     }
-    let status = Arc::new(Status::new(&cfg.manager.id));
+    let status = Arc::new(Status::with_events(
+        &cfg.manager.id,
+        Arc::new(EventBus::new(cfg.http.max_event_clients)),
+    ));
+    let history = open_history(&cfg, &settings, &status).await?;
     status.set_sandbox(if settings.sandbox.is_some() {
         "bwrap"
     } else {
@@ -463,11 +470,68 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         roster,
         repo,
         book,
+        history,
         status,
         health: Arc::new(Health::default()),
         control_token,
         state_lock,
     })
+}
+
+/// Reads the build history (`state_dir/history`) and goes over the build
+/// logs (compressing those a crash left plain, removing those older than
+/// `[build].keep_logs_for`), on a blocking thread; hands the finished
+/// builds to the status store, each with its log if it is still there.
+async fn open_history(
+    cfg: &Config,
+    settings: &BuildSettings,
+    status: &Status,
+) -> Result<History, Fatal> {
+    let dir = cfg.manager.state_dir.join("history");
+    let keep = cfg.history.keep;
+    let settings = settings.clone();
+    let d = dir.clone();
+    let (opened, swept) = tokio::task::spawn_blocking(move || {
+        let opened = History::open(&d, keep);
+        let swept = crate::build::runner::sweep_logs(&settings, None, std::time::SystemTime::now());
+        (opened, swept)
+    })
+    .await
+    .context("history task failed")?;
+    let (history, mut loaded) =
+        opened.with_context(|| format!("cannot open the build history {}", dir.display()))?;
+    if loaded.interrupted > 0 {
+        warn!(
+            count = loaded.interrupted,
+            "builds the daemon stopped in the middle of are recorded as cancelled"
+        );
+    }
+    if swept.compressed > 0 {
+        info!(
+            count = swept.compressed,
+            "build logs left uncompressed by the last run compressed"
+        );
+    }
+    for r in &mut loaded.records {
+        let present = r.log.is_some_and(|attempt| {
+            swept.present.contains(&crate::build::runner::LogId {
+                recipe: r.recipe.clone(),
+                version: r.version.clone(),
+                attempt,
+            })
+        });
+        if !present {
+            r.log = None;
+        }
+    }
+    info!(
+        builds = loaded.records.len(),
+        next_build_id = history.next_id(),
+        skipped = loaded.skipped,
+        "build history loaded"
+    );
+    status.load_history(loaded.records, keep, cfg.manager.state_dir.join("logs"));
+    Ok(history)
 }
 
 /// The sandbox builds run in, as `[build].sandbox` asks: bubblewrap when
@@ -526,6 +590,7 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
         settings: farm.settings,
         repo: farm.repo,
         book: farm.book,
+        history: farm.history,
         status: farm.status.clone(),
         health: farm.health.clone(),
         roster: roster_rx,
@@ -635,6 +700,7 @@ pub async fn run_daemon_with(
         settings: farm.settings,
         repo: farm.repo,
         book: farm.book,
+        history: farm.history,
         status: status.clone(),
         health: health.clone(),
         roster: roster_rx.clone(),

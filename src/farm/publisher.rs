@@ -1,10 +1,10 @@
 //! After a successful build: publish its packages into the repository (or
-//! through `peipkg-repo`), upload the repository, prune the recipe's old
-//! logs. The worker lends the repository to [`Publisher::run`] and gets it
+//! through `peipkg-repo`) and upload the repository (the worker then
+//! records the build and prunes the recipe's old logs). The worker lends the repository to [`Publisher::run`] and gets it
 //! back with the outcome, so there is never a second writer.
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ pub struct Published {
     pub timestamp: String,
 }
 
-/// Publishes, uploads and prunes after each successful build.
+/// Publishes and uploads after each successful build.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     farm_id: String,
@@ -49,8 +49,7 @@ impl Publisher {
     }
 
     /// Publishes `built` into `repo` (builtin backend) or through
-    /// peipkg-repo, then uploads and prunes the recipe's logs beyond
-    /// `[build].keep_logs`. The repository comes back with the outcome. An
+    /// peipkg-repo, then uploads. The repository comes back with the outcome. An
     /// upload failure is logged, not a build failure: the packages are
     /// published, and the next upload carries them.
     pub async fn run(
@@ -58,7 +57,6 @@ impl Publisher {
         job: &Job,
         built: Built,
         repo: Option<Repo>,
-        log: &Path,
         progress: &dyn Progress,
         kill: &CancellationToken,
     ) -> (Option<Repo>, Result<Published, Failure>) {
@@ -98,15 +96,6 @@ impl Publisher {
                 error!(recipe = %job.recipe.id, version = %job.version, err = %e, "upload failed");
             }
         }
-        let (settings, recipe, current) = (
-            self.settings.clone(),
-            job.recipe.id.clone(),
-            log.to_path_buf(),
-        );
-        let _ = tokio::task::spawn_blocking(move || {
-            runner::prune_logs(&settings, &recipe, &current);
-        })
-        .await;
         (repo, Ok(Published { outputs, timestamp }))
     }
 

@@ -6,9 +6,14 @@
 //! candidate in O(1) against what is published, queued, in flight or
 //! backing off, queues the rest newest-first with recipes taking turns,
 //! and runs the queue: fetch → build → package (`build`), then publish →
-//! upload → prune ([`Publisher`]). The repository is lent to the running
-//! build's future and handed back with its outcome, so there is never a
-//! second writer.
+//! upload ([`Publisher`]). The repository is lent to the running build's
+//! future and handed back with its outcome, so there is never a second
+//! writer.
+//!
+//! The worker also owns the build history ([`History`]): a build's start
+//! record is written before it runs, and its finish record (phases,
+//! outcome, log) before it counts as finished; its log is compressed and
+//! the recipe's old logs pruned at the same time.
 //!
 //! Operators' control requests ([`ControlCall`]) come in on a second
 //! channel and are carried out here, where the state they change lives:
@@ -16,19 +21,20 @@
 //! and published to the scheduler and the HTTP server), cancel of the
 //! build in flight, and retry of a failed version.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::build::runner::{self, BuildSettings, BuildStop, Failure, Progress};
+use crate::build::runner::{self, BuildSettings, BuildStop, Failure, LogId, Progress, Prune};
 use crate::farm::backoff::BackoffBook;
+use crate::farm::history::History;
 use crate::farm::publisher::{Published, Publisher};
 use crate::farm::queue::BuildQueue;
 use crate::host::health::{Health, Loop};
@@ -37,12 +43,16 @@ use crate::model::build::{
 };
 use crate::model::config::{format_duration, Config};
 use crate::model::control::{ControlAction, ControlEvent, ControlOutcome, ControlRequest, Paused};
+use crate::model::history::{seconds, BuildRecord, PhaseSpan};
 use crate::model::recipe::{Recipe, Roster};
 use crate::model::time::rfc3339;
 use crate::publish::repo::{Repo, RepoConfig};
 use crate::serve::control::ControlCall;
-use crate::serve::status::{BuildRecord, Status, QUEUE_LISTED};
+use crate::serve::status::{Status, QUEUE_LISTED};
 use crate::watch::poll::{Offer, PollRequest};
+
+/// How often every recipe's logs are checked against `[build].keep_logs_for`.
+const LOG_SWEEP: Duration = Duration::from_secs(3600);
 
 type Running = Pin<Box<dyn Future<Output = (Option<Repo>, Result<Published, Failure>)> + Send>>;
 
@@ -80,6 +90,8 @@ pub struct WorkerSetup {
     pub repo: RepoAtStart,
     /// The backoff book as loaded from `state.json`.
     pub book: BackoffBook,
+    /// The build history, as opened at start.
+    pub history: History,
     /// The status store.
     pub status: Arc<Status>,
     /// Liveness of the loops.
@@ -115,7 +127,9 @@ pub struct Worker {
     retry_on_offer: HashSet<BuildKey>,
     /// The paused recipes, for the scheduler and the HTTP server.
     paused: watch::Sender<Paused>,
-    next_id: u64,
+    history: Arc<Mutex<History>>,
+    /// The running build's start record, phases and log.
+    trace: Option<Arc<Trace>>,
     shutdown: CancellationToken,
     /// Kills the build in flight (shutdown, after `shutdown_grace`).
     kill: CancellationToken,
@@ -123,11 +137,60 @@ pub struct Worker {
     stop: Option<BuildStop>,
 }
 
-struct StatusProgress(Arc<Status>);
+/// What the worker learns of the running build while it runs: its start
+/// record (once written), when each phase began, its log file.
+#[derive(Default)]
+struct Trace(Mutex<TraceInner>);
+
+#[derive(Default)]
+struct TraceInner {
+    start: Option<(BuildRecord, Instant)>,
+    phases: Vec<(PhaseSpan, Instant)>,
+    log: Option<PathBuf>,
+}
+
+impl Trace {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TraceInner> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The build entered `phase`: the open phase ends, `phase` begins.
+    fn phase(&self, phase: Phase) {
+        let mut t = self.lock();
+        if t.phases.last().is_some_and(|(p, _)| p.phase == phase) {
+            return;
+        }
+        let now = Instant::now();
+        if let Some((open, began)) = t.phases.last_mut() {
+            open.duration = Some(seconds(now - *began));
+        }
+        t.phases.push((
+            PhaseSpan {
+                phase,
+                started_at: SystemTime::now(),
+                duration: None,
+            },
+            now,
+        ));
+    }
+
+    fn log(&self) -> Option<PathBuf> {
+        self.lock().log.clone()
+    }
+}
+
+/// Tells the status store, and the trace, where the running build is.
+struct StatusProgress {
+    status: Arc<Status>,
+    trace: Arc<Trace>,
+}
 
 impl Progress for StatusProgress {
     fn phase(&self, phase: Phase) {
-        self.0.set_phase(phase);
+        self.trace.phase(phase);
+        self.status.set_phase(phase);
     }
 }
 
@@ -144,12 +207,14 @@ impl Worker {
             roster,
             polls,
             shutdown,
+            history,
         } = setup;
         let mut queue = BuildQueue::new();
         let (repo, held) = match repo {
             RepoAtStart::Open(repo) => {
                 remember_published(&mut queue, &repo);
                 status.set_published(repo.active_count());
+                status.set_published_versions(published_versions(&repo));
                 (Some(repo), None)
             }
             RepoAtStart::Held(held) => {
@@ -162,6 +227,12 @@ impl Worker {
                         queue.mark_published(recipe, v);
                     }
                 }
+                status.set_published_versions(
+                    published
+                        .into_iter()
+                        .map(|(r, v)| (r, v.into_iter().collect()))
+                        .collect(),
+                );
                 (None, None)
             }
         };
@@ -185,7 +256,8 @@ impl Worker {
             host_hold: None,
             retry_on_offer: HashSet::new(),
             paused,
-            next_id: 1,
+            history: Arc::new(Mutex::new(history)),
+            trace: None,
             shutdown,
             kill: CancellationToken::new(),
             stop: None,
@@ -213,6 +285,8 @@ impl Worker {
             Ok(repo) => {
                 remember_published(&mut self.queue, &repo);
                 self.status.set_published(repo.active_count());
+                self.status
+                    .set_published_versions(published_versions(&repo));
                 self.status.set_repository_error(None);
                 info!(dir = %held.config.dir.display(), "repository reopened; builds resume");
                 self.repo = Some(repo);
@@ -245,6 +319,8 @@ impl Worker {
         let mut draining = false;
         let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut heartbeat = tokio::time::interval(Health::BEAT);
+        let mut log_sweep =
+            tokio::time::interval_at(tokio::time::Instant::now() + LOG_SWEEP, LOG_SWEEP);
         loop {
             let stopping = self.shutdown.is_cancelled();
             if current.is_none() && !stopping {
@@ -301,6 +377,7 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick() => self.health.beat(Loop::Worker),
+                _ = log_sweep.tick() => self.sweep_logs().await,
             }
         }
         self.save_book().await;
@@ -328,7 +405,7 @@ impl Worker {
             running,
             SystemTime::now(),
         );
-        let mut queued = 0;
+        let mut queued = Vec::new();
         for c in fresh {
             let retry = self
                 .retry_on_offer
@@ -341,20 +418,21 @@ impl Worker {
                 trigger: offer.trigger,
             };
             let ok = if retry {
-                self.queue.push_front(b)
+                self.queue.push_front(b.clone())
             } else {
-                self.queue.push(b)
+                self.queue.push(b.clone())
             };
             if ok {
-                queued += 1;
+                queued.push(b);
             } else {
                 warn!(recipe = id, version = %c.version, err = "version does not parse", "dedup check failed");
             }
         }
-        if queued > 0 {
+        if !queued.is_empty() {
+            self.status.builds_queued(&queued);
             self.publish_queue();
         }
-        queued
+        queued.len()
     }
 
     fn publish_queue(&self) {
@@ -378,8 +456,11 @@ impl Worker {
                 continue;
             };
             self.publish_queue();
-            let id = self.next_id;
-            self.next_id += 1;
+            let id = self
+                .history
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take_id();
             let job = Job {
                 id,
                 recipe,
@@ -392,14 +473,6 @@ impl Worker {
     }
 
     fn start(&mut self, job: Job) -> Running {
-        info!(
-            recipe = %job.recipe.id,
-            tag = %job.tag,
-            version = %job.version,
-            source = job.trigger.as_str(),
-            build_id = job.id,
-            "starting build"
-        );
         let repo = self.repo.take();
         let settings = self.settings.clone();
         let publisher = self.publisher.clone();
@@ -407,6 +480,9 @@ impl Worker {
         let kill = self.kill.clone();
         let stop = BuildStop::new(&kill);
         self.stop = Some(stop.clone());
+        let history = self.history.clone();
+        let trace = Arc::new(Trace::default());
+        self.trace = Some(trace.clone());
         Box::pin(async move {
             let log = {
                 let (s, r, v) = (settings.clone(), job.recipe.id.clone(), job.version.clone());
@@ -415,40 +491,160 @@ impl Worker {
                     .ok()
                     .and_then(Result::ok)
                     .unwrap_or_else(|| {
-                        settings
-                            .log_dir(&job.recipe.id)
-                            .join(format!("{}.log", job.version))
+                        settings.log_dir(&job.recipe.id).join(runner::log_name(
+                            &job.version,
+                            1,
+                            false,
+                        ))
                     })
             };
-            status.build_started(
-                BuildRecord {
-                    id: job.id,
-                    recipe: job.recipe.id.clone(),
-                    version: job.version.clone(),
-                    tag: job.tag.clone(),
-                    trigger: job.trigger,
-                    state: BuildState::Running,
-                    started_at: rfc3339(SystemTime::now()),
-                    finished_at: None,
-                    duration: None,
-                    phase: None,
-                    error: None,
-                    log_url: format!("/builds/{}/log", job.id),
-                    log: format!("/builds/{}/log", job.id),
-                    log_path: log.clone(),
-                },
-                Phase::Fetching,
-            );
-            let progress = StatusProgress(status);
-            match runner::run(&job, &settings, &log, &progress, &stop).await {
-                Ok(built) => {
-                    publisher
-                        .run(&job, built, repo, &log, &progress, &kill)
-                        .await
+            let (started_at, began) = (SystemTime::now(), Instant::now());
+            let mut rec = record_of(&job, BuildState::Running, started_at);
+            rec.phase = Some(Phase::Fetching);
+            rec.phases = vec![PhaseSpan {
+                phase: Phase::Fetching,
+                started_at,
+                duration: None,
+            }];
+            rec.log = runner::log_attempt(&log);
+            // The start record goes to disk first: the id is never handed
+            // out again, whatever happens next.
+            let (h, line) = (history.clone(), rec.clone());
+            match tokio::task::spawn_blocking(move || {
+                h.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .append(&line)
+            })
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(build_id = job.id, err = %e, "cannot append to the build history")
                 }
+                Err(e) => {
+                    error!(build_id = job.id, err = %e, "cannot append to the build history")
+                }
+            }
+            info!(
+                recipe = %job.recipe.id,
+                tag = %job.tag,
+                version = %job.version,
+                source = job.trigger.as_str(),
+                build_id = job.id,
+                "starting build"
+            );
+            {
+                let mut t = trace.lock();
+                t.start = Some((rec.clone(), began));
+                t.log = Some(log.clone());
+            }
+            trace.phase(Phase::Fetching);
+            status.build_started(rec, Phase::Fetching);
+            let progress = StatusProgress { status, trace };
+            match runner::run(&job, &settings, &log, &progress, &stop).await {
+                Ok(built) => publisher.run(&job, built, repo, &progress, &kill).await,
                 Err(f) => (repo, Err(f)),
             }
         })
+    }
+
+    /// Makes the finish record of the build that just ended and writes it
+    /// durably, after compressing its log and pruning the recipe's old
+    /// logs (on a blocking thread); returns it.
+    async fn record_finish(
+        &mut self,
+        job: &Job,
+        state: BuildState,
+        failure: Option<&Failure>,
+    ) -> BuildRecord {
+        let now = SystemTime::now();
+        let trace = self.trace.take().unwrap_or_default();
+        let (start, phases, log) = {
+            let mut t = trace.lock();
+            (t.start.take(), std::mem::take(&mut t.phases), t.log.take())
+        };
+        // Without a start (the build's future ended before it got that
+        // far), the build is recorded as it ended.
+        let (mut rec, began) =
+            start.unwrap_or_else(|| (record_of(job, state, now), Instant::now()));
+        let end = Instant::now();
+        rec.state = state;
+        rec.finished_at = Some(now);
+        rec.duration = Some(seconds(end - began));
+        rec.phase = failure.map(|f| f.phase);
+        rec.error = failure.map(|f| f.error.clone());
+        rec.phases = phases
+            .into_iter()
+            .map(|(mut p, at)| {
+                if p.duration.is_none() {
+                    p.duration = Some(seconds(end - at));
+                }
+                p
+            })
+            .collect();
+        let prune = if state == BuildState::Succeeded {
+            Prune::CountAndAge
+        } else {
+            Prune::Age
+        };
+        let (settings, history) = (self.settings.clone(), self.history.clone());
+        let fallback = rec.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            if let Some(log) = &log {
+                match runner::finish_log(log) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => rec.log = None,
+                    // The plain log stays; it is served as it is, and
+                    // compressed at the next start.
+                    Err(e) => warn!(file = %log.display(), err = %e, "cannot compress build log"),
+                }
+            }
+            let pruned = runner::prune_logs(&settings, &rec.recipe, None, prune, now);
+            let written = history
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .append(&rec);
+            (rec, pruned, written)
+        });
+        match task.await {
+            Ok((rec, pruned, written)) => {
+                if let Err(e) = written {
+                    error!(build_id = job.id, err = %e, "cannot append to the build history");
+                }
+                self.logs_pruned(&pruned);
+                rec
+            }
+            Err(e) => {
+                error!(build_id = job.id, err = %e, "cannot append to the build history");
+                fallback
+            }
+        }
+    }
+
+    fn logs_pruned(&self, pruned: &[LogId]) {
+        if !pruned.is_empty() {
+            self.status.logs_pruned(
+                pruned
+                    .iter()
+                    .map(|l| (l.recipe.as_str(), l.version.as_str(), l.attempt)),
+            );
+        }
+    }
+
+    /// Removes every recipe's logs older than `[build].keep_logs_for`.
+    async fn sweep_logs(&self) {
+        let settings = self.settings.clone();
+        let current = self.trace.as_ref().and_then(|t| t.log());
+        let swept = tokio::task::spawn_blocking(move || {
+            runner::sweep_logs(&settings, current.as_deref(), SystemTime::now())
+        })
+        .await;
+        if let Ok(swept) = swept {
+            if !swept.removed.is_empty() {
+                debug!(count = swept.removed.len(), "old build logs removed");
+            }
+            self.logs_pruned(&swept.removed);
+        }
     }
 
     async fn finish(&mut self, job: &Job, outcome: Result<Published, Failure>) {
@@ -458,6 +654,15 @@ impl Worker {
         if let Some(repo) = &self.repo {
             self.status.set_published(repo.active_count());
         }
+        // A stopped build says why it stopped: an operator's cancel or a
+        // shutdown.
+        let reason = stop.map_or(StopReason::Shutdown, |s| s.reason());
+        let outcome = outcome.map_err(|mut f| {
+            if f.cancelled {
+                f.error = reason.as_str().to_string();
+            }
+            f
+        });
         let fault = outcome
             .as_ref()
             .err()
@@ -475,12 +680,8 @@ impl Worker {
             });
             let held = format!("{}: {}: {}", fault.as_str(), f.phase, f.error);
             self.status.set_held(Some(held.clone()));
-            self.status.build_finished(
-                job.id,
-                BuildState::Failed,
-                Some(f.phase),
-                Some(f.error.clone()),
-            );
+            let rec = self.record_finish(job, BuildState::Failed, Some(f)).await;
+            self.status.build_finished(rec, None);
             let upstream = version.rsplit_once('-').map_or(version, |(u, _)| u);
             self.queue.push(QueuedBuild {
                 recipe: recipe.to_string(),
@@ -497,18 +698,24 @@ impl Worker {
             self.status.set_held(None);
             info!("host fault cleared; builds resume");
         }
+        // The build is recorded (durably) before it counts as finished.
+        let (state, failure) = match &outcome {
+            Ok(_) => (BuildState::Succeeded, None),
+            Err(f) if f.cancelled => (BuildState::Cancelled, Some(f)),
+            Err(f) => (BuildState::Failed, Some(f)),
+        };
+        let rec = self.record_finish(job, state, failure).await;
         match outcome {
             Ok(Published { outputs, timestamp }) => {
                 self.queue.mark_published(recipe, version);
                 if self.book.clear(&key).is_some() {
                     self.save_book().await;
                 }
-                self.status
-                    .build_finished(job.id, BuildState::Succeeded, None, None);
+                self.status.version_published(recipe, version);
+                self.status.build_finished(rec, None);
                 info!(recipe, version, outputs, build_timestamp = %timestamp, build_id = job.id, "build + publish complete");
             }
             Err(f) if f.cancelled => {
-                let reason = stop.map_or(StopReason::Shutdown, |s| s.reason());
                 // An operator's cancel backs off like a failure, so the
                 // version is not built again at once; a shutdown does not.
                 let next = (reason == StopReason::Operator).then(|| {
@@ -524,7 +731,7 @@ impl Worker {
                 if next.is_some() {
                     self.save_book().await;
                 }
-                self.status.build_stopped(job.id, f.phase, reason);
+                self.status.build_finished(rec, Some(reason));
                 warn!(
                     recipe,
                     version,
@@ -544,12 +751,7 @@ impl Worker {
                 );
                 self.retry_requested.remove(&key);
                 self.save_book().await;
-                self.status.build_finished(
-                    job.id,
-                    BuildState::Failed,
-                    Some(f.phase),
-                    Some(f.error.clone()),
-                );
+                self.status.build_finished(rec, None);
                 let next = format_duration(wait);
                 if f.phase == Phase::Publishing {
                     error!(recipe, version, err = %f.error, next_retry_after = %next, build_id = job.id, "publish failed");
@@ -702,7 +904,13 @@ impl Worker {
                         job.recipe.id, job.version
                     ))
                 }
-                _ if build < self.next_id => {
+                _ if build
+                    < self
+                        .history
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .next_id() =>
+                {
                     Conflict(format!("build {build} is not running (it has ended)"))
                 }
                 _ => NotFound(format!("no build {build}")),
@@ -822,6 +1030,38 @@ struct HostHold {
     wait: Duration,
 }
 
+/// A record of `job` in `state`, started at `started_at`, with nothing
+/// else known yet.
+fn record_of(job: &Job, state: BuildState, started_at: SystemTime) -> BuildRecord {
+    BuildRecord {
+        id: job.id,
+        recipe: job.recipe.id.clone(),
+        version: job.version.clone(),
+        tag: job.tag.clone(),
+        trigger: job.trigger,
+        state,
+        started_at,
+        finished_at: None,
+        duration: None,
+        phase: None,
+        error: None,
+        phases: Vec::new(),
+        log: None,
+    }
+}
+
+/// Every recipe's versions in `repo`'s archive.
+fn published_versions(repo: &Repo) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in repo.archive() {
+        let v = out.entry(e.build.recipe.clone()).or_default();
+        if !v.contains(&e.version) {
+            v.push(e.version.clone());
+        }
+    }
+    out
+}
+
 /// Adds every version in `repo`'s archive to the queue's dedup set.
 fn remember_published(queue: &mut BuildQueue, repo: &Repo) {
     for e in repo.archive() {
@@ -863,6 +1103,7 @@ pub fn build_settings(cfg: &Config) -> BuildSettings {
         state_dir: cfg.manager.state_dir.clone(),
         timeout: cfg.build.timeout,
         keep_logs: cfg.build.keep_logs,
+        keep_logs_for: cfg.build.keep_logs_for,
         runner: cfg.build.runner.clone(),
         fetch_timeout: cfg.poll.timeout.max(Duration::from_secs(600)),
         path_env: std::env::var("PATH").unwrap_or_else(|_| {

@@ -71,7 +71,7 @@ impl<'de> serde::Deserialize<'de> for BuildKey {
 }
 
 /// Where a build is in its life; shown in `/status` as `phase`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Fetching the tag.
@@ -117,7 +117,7 @@ pub struct Candidate {
 }
 
 /// What set a build off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     /// A scheduled poll (or `--once`).
@@ -139,7 +139,8 @@ impl Trigger {
 /// One build to run.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The build id (unique within this daemon's life).
+    /// The build id: ids increase with start time and continue across
+    /// restarts (the build history keeps the highest); never reused.
     pub id: u64,
     /// The recipe.
     pub recipe: Arc<Recipe>,
@@ -165,7 +166,7 @@ impl Job {
 }
 
 /// How a build ended (or that it has not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildState {
     /// Still running.
@@ -187,6 +188,18 @@ impl BuildState {
             BuildState::Failed => "failed",
             BuildState::Cancelled => "cancelled",
         }
+    }
+
+    /// The state named `s` (its lowercase name), if any.
+    pub fn parse(s: &str) -> Option<BuildState> {
+        [
+            BuildState::Running,
+            BuildState::Succeeded,
+            BuildState::Failed,
+            BuildState::Cancelled,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Config {
     pub build: Build,
     /// `[backoff].schedule`: the wait after the 1st, 2nd, ... failure.
     pub backoff: Vec<Duration>,
+    /// `[history]`.
+    pub history: HistorySettings,
     /// peipkg-manager's `[[signing_key]]` tables (used by the peipkg backend).
     pub signing_keys: Vec<SigningKey>,
     /// peipkg-manager's `[[grant]]` tables (used by the peipkg backend).
@@ -95,6 +97,15 @@ pub struct Http {
     /// The control API's bearer token file; `None` leaves the control API
     /// off.
     pub control_token_file: Option<PathBuf>,
+    /// At most this many `GET /events` subscribers at once.
+    pub max_event_clients: usize,
+}
+
+/// `[history]`: the finished builds kept in `state_dir/history`.
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    /// At most this many finished builds are kept (the oldest are dropped).
+    pub keep: usize,
 }
 
 /// `[poll]`.
@@ -139,6 +150,8 @@ pub struct Build {
     pub shutdown_grace: Duration,
     /// Build logs kept per recipe.
     pub keep_logs: usize,
+    /// And none older than this.
+    pub keep_logs_for: Duration,
     /// Optional argv the build script is run through.
     pub runner: Vec<String>,
     /// How build scripts are confined.
@@ -202,6 +215,8 @@ struct RawConfig {
     #[serde(default)]
     backoff: RawBackoff,
     #[serde(default)]
+    history: RawHistory,
+    #[serde(default)]
     signing_key: Vec<SigningKey>,
     #[serde(default)]
     grant: Vec<Grant>,
@@ -243,6 +258,7 @@ struct RawHttp {
     addr: Option<String>,
     webhook_secret_file: Option<String>,
     control_token_file: Option<String>,
+    max_event_clients: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,6 +276,7 @@ struct RawBuild {
     timeout: Option<String>,
     shutdown_grace: Option<String>,
     keep_logs: Option<i64>,
+    keep_logs_for: Option<String>,
     runner: Option<Vec<String>>,
     sandbox: Option<String>,
     network: Option<bool>,
@@ -270,6 +287,19 @@ struct RawBuild {
 struct RawBackoff {
     schedule: Option<Vec<String>>,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    keep: Option<i64>,
+}
+
+/// `[http].max_event_clients` when unset.
+pub const DEFAULT_MAX_EVENT_CLIENTS: usize = 64;
+/// `[history].keep` when unset.
+pub const DEFAULT_HISTORY_KEEP: usize = 10_000;
+/// `[build].keep_logs_for` when unset: 30 days.
+pub const DEFAULT_KEEP_LOGS_FOR: Duration = Duration::from_secs(720 * 3600);
 
 /// Collects the first problem with its dotted key.
 struct Check<'a> {
@@ -411,6 +441,15 @@ impl Config {
                 .control_token_file
                 .filter(|s| !s.trim().is_empty())
                 .map(resolve),
+            max_event_clients: match raw.http.max_event_clients {
+                None => DEFAULT_MAX_EVENT_CLIENTS,
+                Some(n) if (1..=4096).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(c.err(format!(
+                        "http.max_event_clients: {n} is out of range (1 to 4096)"
+                    )))
+                }
+            },
         };
 
         let p = raw
@@ -461,6 +500,10 @@ impl Config {
                     )))
                 }
             },
+            keep_logs_for: match b.keep_logs_for {
+                Some(t) => c.duration(&t, "build.keep_logs_for", Duration::from_secs(1))?,
+                None => DEFAULT_KEEP_LOGS_FOR,
+            },
             runner: b.runner.unwrap_or_default(),
             sandbox: match b.sandbox.as_deref().unwrap_or("auto") {
                 "auto" => SandboxMode::Auto,
@@ -497,6 +540,16 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
 
+        let history = HistorySettings {
+            keep: match raw.history.keep {
+                None => DEFAULT_HISTORY_KEEP,
+                Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(c.err(format!("history.keep: {n} is out of range (1 to 10000000)")))
+                }
+            },
+        };
+
         validate_peipkg_keys(&c, &raw.signing_key, &raw.grant)?;
         let signing_keys = raw
             .signing_key
@@ -519,6 +572,7 @@ impl Config {
             poll,
             build,
             backoff,
+            history,
             signing_keys,
             grants: raw.grant,
         })
@@ -955,11 +1009,25 @@ default_interval = "1h"
         assert_eq!(c.build.timeout, Duration::from_secs(4 * 3600));
         assert_eq!(c.build.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.build.keep_logs, 10);
+        assert_eq!(c.build.keep_logs_for, Duration::from_secs(720 * 3600));
+        assert_eq!(c.http.max_event_clients, 64);
+        assert_eq!(c.history.keep, 10_000);
         assert_eq!(c.upload, Upload::None);
         assert!(c.http.addr.is_none());
         assert_eq!(c.backoff, default_backoff());
         assert_eq!(c.backoff_after(1), Duration::from_secs(60));
         assert_eq!(c.backoff_after(99), Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn history_log_and_event_keys() {
+        let c = parse(&format!(
+            "{MINIMAL}[http]\nmax_event_clients = 3\n[build]\nkeep_logs_for = \"48h\"\n[history]\nkeep = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.http.max_event_clients, 3);
+        assert_eq!(c.build.keep_logs_for, Duration::from_secs(48 * 3600));
+        assert_eq!(c.history.keep, 5);
     }
 
     #[test]
@@ -1054,6 +1122,30 @@ sign = ["tcb"]
             (
                 &format!("{MINIMAL}[backoff]\nschedule = []\n"),
                 "backoff.schedule",
+            ),
+            (
+                &format!("{MINIMAL}[build]\nkeep_logs_for = \"0s\"\n"),
+                "build.keep_logs_for: \"0s\" is below the minimum of 1s",
+            ),
+            (
+                &format!("{MINIMAL}[build]\nkeep_logs_for = \"a month\"\n"),
+                "build.keep_logs_for: \"a month\" is not a duration",
+            ),
+            (
+                &format!("{MINIMAL}[history]\nkeep = 0\n"),
+                "history.keep: 0 is out of range (1 to 10000000)",
+            ),
+            (
+                &format!("{MINIMAL}[history]\nkept = 5\n"),
+                "history.kept: unknown field `kept`",
+            ),
+            (
+                &format!("{MINIMAL}[http]\nmax_event_clients = 0\n"),
+                "http.max_event_clients: 0 is out of range (1 to 4096)",
+            ),
+            (
+                &format!("{MINIMAL}[http]\nmax_event_client = 5\n"),
+                "http.max_event_client: unknown field `max_event_client`",
             ),
             (
                 &format!("{MINIMAL}[backoff]\nschedule = [\"1m\", \"x\"]\n"),

@@ -8,6 +8,8 @@ pub mod build;
 pub mod config;
 /// The control vocabulary: requests, outcomes, actions taken.
 pub mod control;
+/// A build's record, as `/builds` lists it and the build history keeps it.
+pub mod history;
 /// Path-safe names.
 pub mod name;
 /// Package stanzas of a recipe (`[[package]]`).

@@ -1,8 +1,8 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
-//! `/status`, `/metrics`, `/builds`, `/builds/{id}/log`,
-//! `POST /webhooks/github`, the control API (`serve::control`) and the
-//! console pages (`/`, `/assets/`, and `/builds/{id}` and `/recipes/{id}`
-//! for browsers).
+//! `/status`, `/metrics`, `/builds`, `/builds/{id}`, `/builds/{id}/log`,
+//! `/recipes/{id}`, `/events`, `POST /webhooks/github`, the control API
+//! (`serve::control`) and the console pages (`/`, `/assets/`, and
+//! `/builds/{id}` and `/recipes/{id}` for browsers).
 //!
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
@@ -36,8 +36,13 @@ use crate::model::build::BuildState;
 use crate::model::build::Trigger;
 use crate::model::control::Paused;
 use crate::model::recipe::Roster;
+use crate::serve::api::{self, Representation};
+use crate::serve::builds::BuildQuery;
 use crate::serve::control::{self, ControlApi};
+use crate::serve::events;
+use crate::serve::logs;
 use crate::serve::pages;
+use crate::serve::status::BuildLog;
 use crate::serve::status::Status;
 use crate::watch::github;
 use crate::watch::poll::PollRequest;
@@ -240,7 +245,7 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             }
             github_webhook(req, peer, st).await
         }
-        "/healthz" | "/status" | "/metrics" | "/builds" if !is_get => {
+        "/healthz" | "/status" | "/metrics" | "/builds" | "/events" if !is_get => {
             method_not_allowed("GET, HEAD")
         }
         "/healthz" => match st.health.check() {
@@ -268,11 +273,11 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             let auth = req.headers().get(AUTHORIZATION);
             st.control.answer(p, auth, peer).await.map(BodyExt::boxed)
         }
-        "/builds" => {
-            let mut body = serde_json::to_vec_pretty(&st.status.builds()).unwrap_or_default();
-            body.push(b'\n');
-            with_type(Bytes::from(body), "application/json")
-        }
+        "/builds" => match BuildQuery::parse(req.uri().query()) {
+            Ok(q) => json(&st.status.builds(&q)),
+            Err(e) => text(StatusCode::BAD_REQUEST, e),
+        },
+        "/events" => event_stream(&req, st),
         p if p.starts_with("/builds/") && p.ends_with("/log") => {
             if !is_get {
                 return method_not_allowed("GET, HEAD");
@@ -285,7 +290,49 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
                 q.split('&')
                     .any(|kv| kv == "follow=1" || kv == "follow=true")
             });
-            build_log(id, follow, st).await
+            let zstd_ok = logs::accepts_zstd(req.headers().get(hyper::header::ACCEPT_ENCODING));
+            let head = req.method() == Method::HEAD;
+            build_log(id, follow, zstd_ok, head, st).await
+        }
+        p if p
+            .strip_prefix("/builds/")
+            .is_some_and(|id| !id.contains('/')) =>
+        {
+            if !is_get {
+                return method_not_allowed("GET, HEAD");
+            }
+            let id = &p["/builds/".len()..];
+            let doc = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| st.status.build_detail(id));
+            match (doc, wants_page(&req)) {
+                (Some(doc), true) => pages::build(&st.status, &doc).await.map(full),
+                (Some(doc), false) => json(&doc),
+                (None, true) => pages::missing(&st.status, &format!("No build {id:?}.")).map(full),
+                (None, false) => text(StatusCode::NOT_FOUND, format!("no build {id:?}")),
+            }
+        }
+        p if p
+            .strip_prefix("/recipes/")
+            .is_some_and(|id| !id.contains('/')) =>
+        {
+            if !is_get {
+                return method_not_allowed("GET, HEAD");
+            }
+            let id = &p["/recipes/".len()..];
+            let doc = crate::serve::builds::percent_decode(id)
+                .filter(|id| crate::model::name::is_safe_component(id))
+                .and_then(|id| api::recipe_doc(&st.roster.borrow(), &st.status, &id));
+            match (doc, wants_page(&req)) {
+                (Some(doc), true) => {
+                    let roster = st.roster.borrow().clone();
+                    pages::recipe(&st.status, &roster, &doc).map(full)
+                }
+                (Some(doc), false) => json(&doc),
+                (None, true) => pages::missing(&st.status, &format!("No recipe {id:?}.")).map(full),
+                (None, false) => text(StatusCode::NOT_FOUND, format!("no recipe {id:?}")),
+            }
         }
         "/" if !is_get => method_not_allowed("GET, HEAD"),
         "/" => {
@@ -298,16 +345,55 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             true => pages::asset(p).map(full),
             false => method_not_allowed("GET, HEAD"),
         },
-        p if is_get && pages::prefers_html(req.headers().get(hyper::header::ACCEPT)) => {
-            match (p.strip_prefix("/builds/"), p.strip_prefix("/recipes/")) {
-                (Some(id), _) if !id.contains('/') => pages::build(&st.status, id).await.map(full),
-                (_, Some(id)) if !id.contains('/') => {
-                    pages::recipe(&st.status, &st.roster.borrow().clone(), id).map(full)
-                }
-                _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
-            }
-        }
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+/// `value` as pretty JSON.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    with_type(Bytes::from(body), "application/json")
+}
+
+/// True when the request prefers the console page of a document of
+/// `/builds/{id}` or `/recipes/{id}` to its JSON.
+fn wants_page(req: &Request<Incoming>) -> bool {
+    api::negotiate(req.headers().get(hyper::header::ACCEPT)) == Representation::Html
+}
+
+/// `GET /events`: Server-Sent Events, resuming after `Last-Event-ID`;
+/// 503 when every subscriber slot is taken.
+fn event_stream(req: &Request<Incoming>, st: &HttpState) -> Response<Body> {
+    let stream_headers = |mut r: Response<Body>| {
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            hyper::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        r
+    };
+    if req.method() == Method::HEAD {
+        return stream_headers(Response::new(full(Bytes::new())));
+    }
+    let last = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok());
+    let bus = st.status.events().clone();
+    match bus.subscribe(last) {
+        Ok(sub) => {
+            let body = events::stream(bus, sub, st.cancel.clone());
+            stream_headers(Response::new(body.boxed()))
+        }
+        Err(full) => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, full.to_string());
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
     }
 }
 
@@ -509,18 +595,44 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-async fn build_log(id: u64, follow: bool, st: &HttpState) -> Response<Body> {
-    let Some(rec) = st.status.build(id) else {
-        return text(
+async fn build_log(
+    id: u64,
+    follow: bool,
+    zstd_ok: bool,
+    head: bool,
+    st: &HttpState,
+) -> Response<Body> {
+    let pruned = || {
+        text(
             StatusCode::NOT_FOUND,
-            format!("no build {id} (only recent builds are kept)"),
-        );
+            format!("the log of build {id} was pruned"),
+        )
     };
-    let path = rec.log_path.clone();
-    if !follow || rec.state != BuildState::Running {
-        return match tokio::fs::read(&path).await {
+    let file = match st.status.build_log(id) {
+        BuildLog::File(f) => f,
+        BuildLog::Pruned => return pruned(),
+        BuildLog::Unknown => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no build {id} (only the last [history].keep builds are kept)"),
+            )
+        }
+    };
+    if !file.running {
+        return logs::finished(&file, zstd_ok, head)
+            .await
+            .unwrap_or_else(pruned);
+    }
+    if !follow {
+        return match tokio::fs::read(&file.plain).await {
             Ok(b) => with_type(Bytes::from(b), "text/plain; charset=utf-8"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => text(StatusCode::OK, ""),
+            // It may have ended (and its log been compressed) just now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match logs::finished(&file, zstd_ok, head).await {
+                    Some(r) => r,
+                    None => text(StatusCode::OK, ""),
+                }
+            }
             Err(e) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot read log of build {id}: {e}"),
@@ -534,20 +646,35 @@ async fn build_log(id: u64, follow: bool, st: &HttpState) -> Response<Body> {
         use tokio::io::AsyncReadExt;
         let mut offset = 0u64;
         loop {
-            let running = status
-                .build(id)
-                .is_some_and(|b| b.state == BuildState::Running);
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                use tokio::io::AsyncSeekExt;
-                if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                    let mut buf = Vec::new();
-                    if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
-                        offset += buf.len() as u64;
-                        if tx.send(Bytes::from(buf)).await.is_err() {
-                            return;
+            let running = status.build_state(id) == Some(BuildState::Running);
+            match tokio::fs::File::open(&file.plain).await {
+                Ok(mut f) => {
+                    use tokio::io::AsyncSeekExt;
+                    if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                        let mut buf = Vec::new();
+                        if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
+                            offset += buf.len() as u64;
+                            if tx.send(Bytes::from(buf)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
+                // Once the build has ended its log is compressed: send
+                // what the follower has not seen yet from there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !running => {
+                    let f = file.clone();
+                    let rest =
+                        tokio::task::spawn_blocking(move || logs::compressed_tail(&f, offset))
+                            .await;
+                    if let Ok(Ok(rest)) = rest {
+                        if !rest.is_empty() {
+                            let _ = tx.send(Bytes::from(rest)).await;
+                        }
+                    }
+                    return;
+                }
+                Err(_) => {}
             }
             if !running {
                 return;

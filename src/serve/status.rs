@@ -1,16 +1,19 @@
-//! Counters and snapshots behind `/status`, `/metrics` and `/builds`.
+//! Counters and snapshots behind `/status`, `/metrics`, `/builds`,
+//! `/builds/{id}` and `/recipes/{id}`.
 //!
 //! One small struct behind a std `Mutex` (never held across an `.await`):
 //! the worker, the poller and the HTTP handlers update it, and the HTTP
 //! handlers read rendered documents from it. Every change bumps a
 //! generation number; rendered JSON and Prometheus text are cached per
-//! generation, so a scrape storm costs one render per change.
+//! generation, so a scrape storm costs one render per change. Every change
+//! is also published on the event bus (`GET /events`), in the order the
+//! changes were made.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,15 +21,24 @@ use serde::Serialize;
 
 use crate::model::build::{BuildKey, BuildState, FailureRecord, QueuedBuild};
 use crate::model::build::{Phase, StopReason, Trigger};
+use crate::model::config::{DEFAULT_HISTORY_KEEP, DEFAULT_MAX_EVENT_CLIENTS};
 use crate::model::control::{ControlAction, ControlEvent};
+use crate::model::history::BuildRecord;
+use crate::model::name::is_safe_component;
 use crate::model::time::rfc3339;
-use crate::watch::poll::PollObserver;
+use crate::serve::builds::{BuildDetail, BuildQuery, BuildSummary, Builds};
+use crate::serve::events::{BuildEvent, EventBus, EventKind};
+use crate::watch::poll::{PollCounts, PollObserver};
 use crate::watch::WebhookResult;
 
-/// How many finished builds `/builds` remembers.
-pub const BUILD_HISTORY: usize = 200;
 /// How many queued builds `/status` lists (`queue_depth` counts them all).
 pub const QUEUE_LISTED: usize = 1000;
+/// How many polls of each recipe `/recipes/{id}` lists.
+pub const POLLS_LISTED: usize = 20;
+/// How many builds of a recipe `/recipes/{id}` lists.
+pub const RECIPE_BUILDS_LISTED: usize = 20;
+/// How many queued builds a `queue` event lists.
+const QUEUE_EVENT_LISTED: usize = 20;
 
 /// Buckets of `farmhand_build_duration_seconds`.
 const BUCKETS: [f64; 12] = [
@@ -54,40 +66,6 @@ pub struct InFlight {
     started: SystemTime,
 }
 
-/// One build, as `/builds` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct BuildRecord {
-    /// Build id.
-    pub id: u64,
-    /// Recipe id.
-    pub recipe: String,
-    /// Package version.
-    pub version: String,
-    /// Upstream tag.
-    pub tag: String,
-    /// poll or webhook.
-    pub trigger: Trigger,
-    /// running, succeeded, failed or cancelled.
-    pub state: BuildState,
-    /// RFC 3339.
-    pub started_at: String,
-    /// RFC 3339, null while running.
-    pub finished_at: Option<String>,
-    /// Seconds, null while running.
-    pub duration: Option<f64>,
-    /// The failed phase.
-    pub phase: Option<Phase>,
-    /// The error.
-    pub error: Option<String>,
-    /// `/builds/<id>/log`, the build's log over HTTP.
-    pub log_url: String,
-    /// The same as `log_url` (a short alias).
-    pub log: String,
-    /// The log file.
-    #[serde(skip)]
-    pub log_path: PathBuf,
-}
-
 /// Last poll of one recipe.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PollInfo {
@@ -104,12 +82,99 @@ pub struct PollInfo {
     pub error: Option<String>,
 }
 
-#[derive(Serialize)]
-struct FailureView {
-    failures: u32,
-    next_retry: String,
+/// One poll, as `/recipes/{id}` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PollRecord {
+    /// When it ended (RFC 3339 in JSON).
+    #[serde(with = "crate::model::time::serde_rfc3339")]
+    pub at: SystemTime,
+    /// Did it succeed?
+    pub ok: bool,
+    /// The error, when not ok.
+    pub error: Option<String>,
+    /// Tags the upstream listed.
+    pub tags_seen: usize,
+    /// Tags that map to a version the recipe builds.
+    pub matches: usize,
+    /// New versions queued.
+    pub queued: usize,
+}
+
+/// One backoff entry, as `/status` and `/recipes/{id}` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureView {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// RFC 3339: not retried before.
+    pub next_retry: String,
+    /// The last error.
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<&FailureRecord> for FailureView {
+    fn from(v: &FailureRecord) -> FailureView {
+        FailureView {
+            failures: v.failures,
+            next_retry: rfc3339(v.next_retry),
+            error: (!v.error.is_empty()).then(|| v.error.clone()),
+        }
+    }
+}
+
+/// What the farm knows of one recipe beyond its file: the `/recipes/{id}`
+/// fields the status store holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipeActivity {
+    /// Its last polls, newest first.
+    pub polls: Vec<PollRecord>,
+    /// Its versions in the index, newest first.
+    pub published: Vec<String>,
+    /// Its backoff entries, keyed `recipe@version` as in `/status`.
+    pub failures: BTreeMap<String, FailureView>,
+    /// Its last builds, newest first.
+    pub builds: Vec<BuildSummary>,
+}
+
+/// Where a build's log is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    /// The log while the build runs (`<version>.<n>.log`).
+    pub plain: PathBuf,
+    /// The compressed log once it has finished (`<version>.<n>.log.zst`).
+    pub compressed: PathBuf,
+    /// True while the build runs.
+    pub running: bool,
+}
+
+/// A build's log, as far as the status store knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildLog {
+    /// No such build.
+    Unknown,
+    /// The build's log was pruned (or it never had one).
+    Pruned,
+    /// The log.
+    File(LogFile),
+}
+
+#[derive(Serialize)]
+struct QueueEvent<'a> {
+    depth: usize,
+    queue: Vec<QueueView<'a>>,
+}
+
+#[derive(Serialize)]
+struct PollEvent<'a> {
+    recipe: &'a str,
+    #[serde(flatten)]
+    poll: &'a PollRecord,
+}
+
+#[derive(Serialize)]
+struct ReloadEvent {
+    recipes: usize,
+    invalid: usize,
 }
 
 #[derive(Serialize)]
@@ -152,59 +217,10 @@ struct State {
     sandbox: &'static str,
     held: Option<String>,
     durations: Histogram,
-    builds: VecDeque<BuildRecord>,
-}
-
-impl State {
-    /// Records the end of build `id` (see [`Status::build_finished`]).
-    fn finish_build(
-        &mut self,
-        id: u64,
-        state: BuildState,
-        phase: Option<Phase>,
-        error: Option<String>,
-    ) {
-        let now = SystemTime::now();
-        let started = self
-            .in_flight
-            .take()
-            .filter(|f| f.build_id == id)
-            .map(|f| f.started)
-            .unwrap_or(now);
-        let secs = now
-            .duration_since(started)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let mut recipe = None;
-        if let Some(r) = self.builds.iter_mut().find(|r| r.id == id) {
-            r.state = state;
-            r.finished_at = Some(rfc3339(now));
-            r.duration = Some((secs * 1000.0).round() / 1000.0);
-            r.phase = phase;
-            r.error = error;
-            recipe = Some(r.recipe.clone());
-        }
-        match state {
-            BuildState::Succeeded => self.builds_succeeded += 1,
-            BuildState::Failed => {
-                self.builds_failed += 1;
-                if let Some(r) = recipe {
-                    *self.failed_by_recipe.entry(r).or_default() += 1;
-                }
-            }
-            _ => {}
-        }
-        if state != BuildState::Cancelled {
-            let h = &mut self.durations;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.counts[i] += 1;
-                }
-            }
-            h.sum += secs;
-            h.count += 1;
-        }
-    }
+    builds: Builds,
+    poll_history: BTreeMap<String, VecDeque<PollRecord>>,
+    published_versions: BTreeMap<String, Vec<String>>,
+    logs_dir: PathBuf,
 }
 
 /// The shared status.
@@ -213,6 +229,7 @@ pub struct Status {
     generation: AtomicU64,
     cache: Mutex<Cache>,
     summary: tokio::sync::watch::Sender<String>,
+    events: Arc<EventBus>,
 }
 
 #[derive(Default)]
@@ -238,8 +255,14 @@ impl PollResult {
 }
 
 impl Status {
-    /// A fresh status for farm `farm_id`.
+    /// A fresh status for farm `farm_id`, with an event bus admitting the
+    /// default number of subscribers.
     pub fn new(farm_id: &str) -> Status {
+        Status::with_events(farm_id, Arc::new(EventBus::new(DEFAULT_MAX_EVENT_CLIENTS)))
+    }
+
+    /// A fresh status for farm `farm_id` publishing its changes on `events`.
+    pub fn with_events(farm_id: &str, events: Arc<EventBus>) -> Status {
         Status {
             state: Mutex::new(State {
                 farm_id: farm_id.to_string(),
@@ -266,12 +289,21 @@ impl Status {
                 sandbox: "none",
                 held: None,
                 durations: Histogram::default(),
-                builds: VecDeque::new(),
+                builds: Builds::new(DEFAULT_HISTORY_KEEP),
+                poll_history: BTreeMap::new(),
+                published_versions: BTreeMap::new(),
+                logs_dir: PathBuf::from("logs"),
             }),
             generation: AtomicU64::new(1),
             cache: Mutex::new(Cache::default()),
             summary: tokio::sync::watch::Sender::new("idle, 0 recipes".into()),
+            events,
         }
+    }
+
+    /// The event bus every change is published on.
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
     }
 
     /// The one-line summary (`idle, 12 recipes` / `building nginx 1.27.0-1`),
@@ -309,30 +341,112 @@ impl Status {
     pub fn set_roster(&self, recipes: Vec<String>, invalid: BTreeMap<String, String>) {
         self.update(|s| {
             s.polls.retain(|k, _| recipes.binary_search(k).is_ok());
+            s.poll_history
+                .retain(|k, _| recipes.binary_search(k).is_ok());
+            self.events.publish(
+                EventKind::Reload,
+                &ReloadEvent {
+                    recipes: recipes.len(),
+                    invalid: invalid.len(),
+                },
+            );
             s.recipes = recipes;
             s.invalid = invalid;
         });
     }
 
-    /// A build started.
+    /// The finished builds of the build history, read at start; at most
+    /// `keep` are kept from now on. `logs_dir` is `state_dir/logs`.
+    pub fn load_history(&self, records: Vec<BuildRecord>, keep: usize, logs_dir: PathBuf) {
+        self.update(|s| {
+            s.builds.load(records, keep);
+            s.logs_dir = logs_dir;
+        });
+    }
+
+    /// Builds were queued.
+    pub fn builds_queued(&self, queued: &[QueuedBuild]) {
+        for b in queued {
+            self.events.publish(
+                EventKind::Build,
+                &BuildEvent {
+                    kind: "queued",
+                    recipe: &b.recipe,
+                    version: &b.version,
+                    tag: &b.tag,
+                    build_id: None,
+                    trigger: b.trigger,
+                    phase: None,
+                    state: None,
+                    duration: None,
+                    error: None,
+                },
+            );
+        }
+    }
+
+    /// A build started: `rec` is its start record (state running).
     pub fn build_started(&self, rec: BuildRecord, phase: Phase) {
         self.update(|s| {
             s.builds_attempted += 1;
             s.in_flight = Some(InFlight {
                 recipe: rec.recipe.clone(),
                 version: rec.version.clone(),
-                started_at: rec.started_at.clone(),
+                started_at: rfc3339(rec.started_at),
                 tag: rec.tag.clone(),
                 trigger: rec.trigger,
                 build_id: rec.id,
                 phase,
-                started: SystemTime::now(),
+                started: rec.started_at,
             });
-            s.builds.push_front(rec);
-            while s.builds.len() > BUILD_HISTORY {
-                s.builds.pop_back();
-            }
+            let (id, at) = (rec.id, rec.started_at);
+            self.events.publish(
+                EventKind::Build,
+                &BuildEvent {
+                    kind: "started",
+                    recipe: &rec.recipe,
+                    version: &rec.version,
+                    tag: &rec.tag,
+                    build_id: Some(rec.id),
+                    trigger: rec.trigger,
+                    phase: None,
+                    state: None,
+                    duration: None,
+                    error: None,
+                },
+            );
+            // The first phase is recorded (and announced) as any other.
+            let mut rec = rec;
+            rec.phases.clear();
+            s.builds.start(rec);
+            self.phase_changed(s, id, phase, at);
         });
+    }
+
+    fn phase_changed(&self, s: &mut State, id: u64, phase: Phase, at: SystemTime) {
+        let before = s
+            .builds
+            .get(id)
+            .and_then(|r| r.phases.last().map(|p| p.phase));
+        if let Some(r) = s.builds.phase(id, phase, at) {
+            if before != Some(phase) {
+                self.events.publish(
+                    EventKind::Build,
+                    &BuildEvent {
+                        kind: "phase",
+                        recipe: &r.recipe,
+                        version: &r.version,
+                        tag: &r.tag,
+                        build_id: Some(r.id),
+                        trigger: r.trigger,
+                        phase: Some(phase),
+                        state: None,
+                        duration: None,
+                        error: None,
+                    },
+                );
+            }
+        }
     }
 
     /// The in-flight build moved to `phase`.
@@ -340,32 +454,68 @@ impl Status {
         self.update(|s| {
             if let Some(f) = s.in_flight.as_mut() {
                 f.phase = phase;
+                let id = f.build_id;
+                self.phase_changed(s, id, phase, SystemTime::now());
             }
         });
     }
 
-    /// The in-flight build ended.
-    pub fn build_finished(
-        &self,
-        id: u64,
-        state: BuildState,
-        phase: Option<Phase>,
-        error: Option<String>,
-    ) {
-        self.update(|s| s.finish_build(id, state, phase, error));
-    }
-
-    /// The in-flight build was stopped in `phase`: `cancelled`, with the
-    /// reason as its error; an operator's cancel counts in
-    /// `builds_cancelled`, a shutdown does not.
-    pub fn build_stopped(&self, id: u64, phase: Phase, reason: StopReason) {
+    /// A build ended: `rec` is its finished record, already in the build
+    /// history. A cancelled build says why it stopped (`stop`): an
+    /// operator's cancel counts in `builds_cancelled`, a shutdown does not.
+    pub fn build_finished(&self, rec: BuildRecord, stop: Option<StopReason>) {
         self.update(|s| {
-            let error = Some(reason.as_str().to_string());
-            s.finish_build(id, BuildState::Cancelled, Some(phase), error);
-            if reason == StopReason::Operator {
+            if stop == Some(StopReason::Operator) {
                 s.builds_cancelled += 1;
             }
+            if s.in_flight.as_ref().is_some_and(|f| f.build_id == rec.id) {
+                s.in_flight = None;
+            }
+            let state = rec.state;
+            let secs = rec.duration.unwrap_or(0.0);
+            match state {
+                BuildState::Succeeded => s.builds_succeeded += 1,
+                BuildState::Failed => {
+                    s.builds_failed += 1;
+                    *s.failed_by_recipe.entry(rec.recipe.clone()).or_default() += 1;
+                }
+                _ => {}
+            }
+            self.events.publish(
+                EventKind::Build,
+                &BuildEvent {
+                    kind: "finished",
+                    recipe: &rec.recipe,
+                    version: &rec.version,
+                    tag: &rec.tag,
+                    build_id: Some(rec.id),
+                    trigger: rec.trigger,
+                    phase: rec.phase,
+                    state: Some(state),
+                    duration: rec.duration,
+                    error: rec.error.as_deref(),
+                },
+            );
+            s.builds.finish(rec);
+            if state != BuildState::Cancelled {
+                let h = &mut s.durations;
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    if secs <= *b {
+                        h.counts[i] += 1;
+                    }
+                }
+                h.sum += secs;
+                h.count += 1;
+            }
         });
+    }
+
+    /// Is `recipe` paused by an operator?
+    pub fn is_paused(&self, recipe: &str) -> bool {
+        self.lock()
+            .paused
+            .binary_search_by(|r| r.as_str().cmp(recipe))
+            .is_ok()
     }
 
     /// The paused recipes changed.
@@ -376,11 +526,13 @@ impl Status {
     }
 
     /// An operator's action was carried out: counted in
-    /// `farmhand_control_actions_total`. This is where a control event
-    /// enters the farm's event stream: `/events` (DESIGN.md section 14)
-    /// publishes `ev` from here.
+    /// `farmhand_control_actions_total` and sent on `/events` as a
+    /// `control` event.
     pub fn control_action(&self, ev: &ControlEvent) {
-        self.update(|s| *s.control_actions_total.entry(ev.action).or_default() += 1);
+        self.update(|s| {
+            *s.control_actions_total.entry(ev.action).or_default() += 1;
+            self.events.publish_control(ev);
+        });
     }
 
     /// The backoff book changed.
@@ -393,12 +545,52 @@ impl Status {
         self.update(|s| {
             s.queue = listed;
             s.queue_depth = depth;
+            self.events.publish(
+                EventKind::Queue,
+                &QueueEvent {
+                    depth,
+                    queue: s
+                        .queue
+                        .iter()
+                        .take(QUEUE_EVENT_LISTED)
+                        .map(|q| QueueView {
+                            recipe: &q.recipe,
+                            version: &q.version,
+                            tag: &q.tag,
+                        })
+                        .collect(),
+                },
+            );
         });
     }
 
     /// The number of packages in the active index.
     pub fn set_published(&self, n: usize) {
         self.update(|s| s.published_packages = n);
+    }
+
+    /// Every recipe's versions in the index (any order).
+    pub fn set_published_versions(&self, mut versions: BTreeMap<String, Vec<String>>) {
+        for v in versions.values_mut() {
+            sort_newest_first(v);
+        }
+        self.update(|s| s.published_versions = versions);
+    }
+
+    /// `version` of `recipe` was published.
+    pub fn version_published(&self, recipe: &str, version: &str) {
+        self.update(|s| {
+            let v = s.published_versions.entry(recipe.to_string()).or_default();
+            if !v.iter().any(|x| x == version) {
+                v.push(version.to_string());
+                sort_newest_first(v);
+            }
+        });
+    }
+
+    /// Build logs were pruned: `(recipe, version, attempt)` of each.
+    pub fn logs_pruned<'a>(&self, gone: impl IntoIterator<Item = (&'a str, &'a str, u32)>) {
+        self.update(|s| s.builds.logs_pruned(gone));
     }
 
     /// The build sandbox in force: `bwrap` or `none`.
@@ -423,7 +615,7 @@ impl Status {
     }
 
     /// A poll finished.
-    fn record_poll(&self, recipe: &str, result: Result<usize, String>) {
+    fn record_poll(&self, recipe: &str, result: Result<PollCounts, String>) {
         self.update(|s| {
             // A poll that was running when a reload removed its recipe.
             if s.recipes
@@ -433,12 +625,20 @@ impl Status {
                 return;
             }
             let now = SystemTime::now();
+            let record = PollRecord {
+                at: now,
+                ok: result.is_ok(),
+                error: result.as_ref().err().cloned(),
+                tags_seen: result.as_ref().map_or(0, |c| c.tags_seen),
+                matches: result.as_ref().map_or(0, |c| c.matches),
+                queued: result.as_ref().map_or(0, |c| c.queued),
+            };
             let p = s.polls.entry(recipe.to_string()).or_default();
             p.last_at = Some(rfc3339(now));
             let label = match result {
-                Ok(n) => {
+                Ok(c) => {
                     p.ok = true;
-                    p.tags_seen = n;
+                    p.tags_seen = c.tags_seen;
                     p.error = None;
                     PollResult::Ok
                 }
@@ -448,6 +648,18 @@ impl Status {
                     PollResult::Error
                 }
             };
+            self.events.publish(
+                EventKind::Poll,
+                &PollEvent {
+                    recipe,
+                    poll: &record,
+                },
+            );
+            let h = s.poll_history.entry(recipe.to_string()).or_default();
+            if h.len() == POLLS_LISTED {
+                h.pop_back();
+            }
+            h.push_front(record);
             if label == PollResult::Ok {
                 s.last_poll_success.insert(recipe.to_string(), now);
             }
@@ -475,14 +687,82 @@ impl Status {
         self.update(|s| *s.webhooks_total.entry(result).or_default() += 1);
     }
 
-    /// The recent builds, newest first.
-    pub fn builds(&self) -> Vec<BuildRecord> {
-        self.lock().builds.iter().cloned().collect()
+    /// The builds `q` asks for, newest first (`/builds`).
+    pub fn builds(&self, q: &BuildQuery) -> Vec<BuildSummary> {
+        self.lock()
+            .builds
+            .query(q)
+            .into_iter()
+            .map(BuildSummary::from)
+            .collect()
     }
 
-    /// One build by id.
-    pub fn build(&self, id: u64) -> Option<BuildRecord> {
-        self.lock().builds.iter().find(|b| b.id == id).cloned()
+    /// One build (`/builds/{id}`).
+    pub fn build_detail(&self, id: u64) -> Option<BuildDetail> {
+        self.lock().builds.detail(id, SystemTime::now())
+    }
+
+    /// The state of build `id`, if known.
+    pub fn build_state(&self, id: u64) -> Option<BuildState> {
+        self.lock().builds.get(id).map(|r| r.state)
+    }
+
+    /// Where build `id`'s log is. The path is made of the recipe id and
+    /// version the build record holds, which the worker took from the
+    /// roster and the tag (path-safe by then); `id` is only looked up.
+    pub fn build_log(&self, id: u64) -> BuildLog {
+        let s = self.lock();
+        let Some(r) = s.builds.get(id) else {
+            return BuildLog::Unknown;
+        };
+        let Some(attempt) = r.log else {
+            return BuildLog::Pruned;
+        };
+        // Names from the history file are checked again before they make
+        // a path: nothing outside state_dir/logs is ever opened.
+        if !(is_safe_component(&r.recipe) && is_safe_component(&r.version)) {
+            return BuildLog::Pruned;
+        }
+        let dir = s.logs_dir.join(&r.recipe);
+        BuildLog::File(LogFile {
+            plain: dir.join(format!("{}.{attempt}.log", r.version)),
+            compressed: dir.join(format!("{}.{attempt}.log.zst", r.version)),
+            running: !r.is_finished(),
+        })
+    }
+
+    /// What `/recipes/{id}` shows of `recipe` beyond its file.
+    pub fn recipe_activity(&self, recipe: &str) -> RecipeActivity {
+        let s = self.lock();
+        let q = BuildQuery {
+            recipe: Some(recipe.to_string()),
+            limit: RECIPE_BUILDS_LISTED,
+            ..BuildQuery::default()
+        };
+        RecipeActivity {
+            polls: s
+                .poll_history
+                .get(recipe)
+                .map(|h| h.iter().cloned().collect())
+                .unwrap_or_default(),
+            published: s
+                .published_versions
+                .get(recipe)
+                .cloned()
+                .unwrap_or_default(),
+            failures: s
+                .failures
+                .iter()
+                .filter(|(k, _)| k.recipe == recipe)
+                .map(|(k, v)| (k.to_string(), FailureView::from(v)))
+                .collect(),
+            builds: s
+                .builds
+                .query(&q)
+                .into_iter()
+                .map(BuildSummary::from)
+                .collect(),
+        }
     }
 
     /// A number that changes whenever anything in the store does.
@@ -565,16 +845,7 @@ impl Status {
             failures: s
                 .failures
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        FailureView {
-                            failures: v.failures,
-                            next_retry: rfc3339(v.next_retry),
-                            error: (!v.error.is_empty()).then(|| v.error.clone()),
-                        },
-                    )
-                })
+                .map(|(k, v)| (k.to_string(), FailureView::from(v)))
                 .collect(),
             version: env!("CARGO_PKG_VERSION"),
             started_at: rfc3339(s.started_at),
@@ -800,8 +1071,9 @@ impl Status {
     }
 }
 
-/// A copy of what the console pages show (`serve::pages`), taken under
-/// the lock in one go so a page never mixes two states of the farm.
+/// A copy of what the console's overview shows (`serve::pages`), taken
+/// under the lock in one go so a page never mixes two states of the farm.
+/// Only the recent builds are copied, however long the history.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// The farm's id.
@@ -822,8 +1094,8 @@ pub struct Snapshot {
     pub builds_cancelled: u64,
     /// Recipes an operator paused, sorted.
     pub paused: Vec<String>,
-    /// The build in progress and when it started.
-    pub in_flight: Option<(InFlight, SystemTime)>,
+    /// The build in progress: its `/builds/{id}` document.
+    pub running: Option<BuildDetail>,
     /// The backoff book.
     pub failures: BTreeMap<BuildKey, FailureRecord>,
     /// The queue in build order (at most [`QUEUE_LISTED`]).
@@ -832,6 +1104,8 @@ pub struct Snapshot {
     pub queue_depth: usize,
     /// The last poll of each recipe.
     pub polls: BTreeMap<String, PollInfo>,
+    /// Each recipe's newest published version.
+    pub newest_published: BTreeMap<String, String>,
     /// Packages in the active index.
     pub published_packages: usize,
     /// Why the repository cannot be opened.
@@ -840,14 +1114,20 @@ pub struct Snapshot {
     pub held: Option<String>,
     /// The build sandbox in force.
     pub sandbox: &'static str,
-    /// The recent builds, newest first.
-    pub builds: Vec<BuildRecord>,
+    /// The most recent finished builds, newest first (at most `recent`).
+    pub recent: Vec<BuildSummary>,
 }
 
 impl Status {
-    /// A copy of everything the console pages show.
-    pub fn snapshot(&self) -> Snapshot {
+    /// A copy of everything the console's overview shows, with the
+    /// `recent` newest finished builds.
+    pub fn snapshot(&self, recent: usize) -> Snapshot {
+        let now = SystemTime::now();
         let s = self.lock();
+        let q = BuildQuery {
+            limit: recent + 1,
+            ..BuildQuery::default()
+        };
         Snapshot {
             farm_id: s.farm_id.clone(),
             started_at: s.started_at,
@@ -858,17 +1138,42 @@ impl Status {
             builds_failed: s.builds_failed,
             builds_cancelled: s.builds_cancelled,
             paused: s.paused.clone(),
-            in_flight: s.in_flight.as_ref().map(|f| (f.clone(), f.started)),
+            running: s
+                .in_flight
+                .as_ref()
+                .and_then(|f| s.builds.detail(f.build_id, now)),
             failures: s.failures.clone(),
             queue: s.queue.clone(),
             queue_depth: s.queue_depth,
             polls: s.polls.clone(),
+            newest_published: s
+                .published_versions
+                .iter()
+                .filter_map(|(r, v)| Some((r.clone(), v.first()?.clone())))
+                .collect(),
             published_packages: s.published_packages,
             repository_error: s.repository_error.clone(),
             held: s.held.clone(),
             sandbox: s.sandbox,
-            builds: s.builds.iter().cloned().collect(),
+            recent: s
+                .builds
+                .query(&q)
+                .into_iter()
+                .filter(|r| r.is_finished())
+                .take(recent)
+                .map(BuildSummary::from)
+                .collect(),
         }
+    }
+
+    /// The farm's id.
+    pub fn farm_id(&self) -> String {
+        self.lock().farm_id.clone()
+    }
+
+    /// The previous and the next build of build `id`'s recipe.
+    pub fn build_neighbours(&self, id: u64) -> (Option<u64>, Option<u64>) {
+        self.lock().builds.neighbours(id)
     }
 }
 
@@ -884,8 +1189,19 @@ pub fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Sorts versions newest first by version ordering (unparsable ones last).
+fn sort_newest_first(v: &mut [String]) {
+    use crate::model::version::Version;
+    v.sort_by(|a, b| match (Version::parse(a), Version::parse(b)) {
+        (Ok(x), Ok(y)) => y.cmp(&x),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        (Err(_), Err(_)) => b.cmp(a),
+    });
+}
+
 impl PollObserver for Status {
-    fn poll_finished(&self, recipe: &str, result: Result<usize, String>) {
+    fn poll_finished(&self, recipe: &str, result: Result<PollCounts, String>) {
         self.record_poll(recipe, result);
     }
 
@@ -931,7 +1247,13 @@ mod tests {
     fn metrics_escape_labels() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         let st = Status::new("f");
-        st.poll_finished("x", Ok(3));
+        st.poll_finished(
+            "x",
+            Ok(PollCounts {
+                tags_seen: 3,
+                ..PollCounts::default()
+            }),
+        );
         assert!(
             !String::from_utf8(st.metrics().to_vec())
                 .unwrap()
@@ -939,7 +1261,13 @@ mod tests {
             "polls of recipes outside the roster are not recorded"
         );
         st.set_roster(vec!["x".into()], BTreeMap::new());
-        st.poll_finished("x", Ok(3));
+        st.poll_finished(
+            "x",
+            Ok(PollCounts {
+                tags_seen: 3,
+                ..PollCounts::default()
+            }),
+        );
         let m = String::from_utf8(st.metrics().to_vec()).unwrap();
         assert!(m.contains("farmhand_polls_total{recipe=\"x\",result=\"ok\"} 1"));
         assert!(m.contains("farmhand_webhooks_total{result=\"too_large\"} 0"));

@@ -39,10 +39,21 @@ pub struct Offer {
 /// Where polls send their [`Offer`]s.
 pub type OfferTx = mpsc::Sender<Offer>;
 
+/// What one successful poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PollCounts {
+    /// Tags the upstream listed.
+    pub tags_seen: usize,
+    /// Tags that map to a version the recipe builds.
+    pub matches: usize,
+    /// Versions of those that were new and queued.
+    pub queued: usize,
+}
+
 /// Who hears how polls went (the farm's status store).
 pub trait PollObserver: Send + Sync {
-    /// A poll of `recipe` ended: tags seen, or the error.
-    fn poll_finished(&self, recipe: &str, result: Result<usize, String>);
+    /// A poll of `recipe` ended: what it found, or the error.
+    fn poll_finished(&self, recipe: &str, result: Result<PollCounts, String>);
     /// The next poll of `recipe` is due at `at`.
     fn poll_scheduled(&self, recipe: &str, at: SystemTime);
 }
@@ -130,6 +141,7 @@ pub async fn poll_recipe(
         }
     };
     let m = match_tags(&recipe, &tags);
+    let matches = m.candidates.len();
     let (reply, answer) = oneshot::channel();
     let sent = worker
         .send(Offer {
@@ -144,7 +156,14 @@ pub async fn poll_recipe(
     } else {
         0
     };
-    status.poll_finished(&recipe.id, Ok(tags.len()));
+    status.poll_finished(
+        &recipe.id,
+        Ok(PollCounts {
+            tags_seen: tags.len(),
+            matches,
+            queued: emitted,
+        }),
+    );
     info!(
         recipe = %recipe.id,
         tags_seen = tags.len(),

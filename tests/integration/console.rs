@@ -400,6 +400,11 @@ fn overview_follows_a_build_live_in_a_browser() {
     runtime().block_on(async {
         let c = driver.session(&profiles.path().join("js"), true).await;
         c.goto(&format!("{base}/")).await.unwrap();
+        // The script follows /events.
+        wait_text(&c, "#live-state", "the event stream", |t| {
+            t.starts_with("Live")
+        })
+        .await;
 
         // Failures: the failing recipe, its count and a ticking countdown.
         let failures = wait_text(&c, "#failures", "musl's failure", |t| {

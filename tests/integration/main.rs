@@ -15,6 +15,7 @@ mod crash;
 mod daemon;
 mod faults;
 mod fetch_security;
+mod history;
 mod http;
 mod load;
 mod once;

@@ -609,15 +609,19 @@ fn build_logs_are_kept_per_attempt_and_pruned() {
     // successful ones), then the failed 1.0.0.
     assert_eq!(
         names(),
-        ["1.0.0-1.1.log", "1.1.0-1.1.log", "1.2.0-1.1.log"]
-            .map(String::from)
-            .into(),
+        [
+            "1.0.0-1.1.log.zst",
+            "1.1.0-1.1.log.zst",
+            "1.2.0-1.1.log.zst"
+        ]
+        .map(String::from)
+        .into(),
     );
-    let failed_log = std::fs::read_to_string(logs.join("1.0.0-1.1.log")).unwrap();
+    let failed_log = read_build_log(&logs.join("1.0.0-1.1.log.zst"));
     assert!(failed_log.contains("stdout of 1.0.0-1"), "{failed_log}");
     assert!(failed_log.contains("stderr of 1.0.0-1"), "{failed_log}");
     assert!(failed_log.contains("failing on purpose"), "{failed_log}");
-    let ok_log = std::fs::read_to_string(logs.join("1.1.0-1.1.log")).unwrap();
+    let ok_log = read_build_log(&logs.join("1.1.0-1.1.log.zst"));
     assert!(ok_log.contains("stdout of 1.1.0-1") && ok_log.contains("stderr of 1.1.0-1"));
 
     // Once the 1s backoff has run out, the next sweep retries: a second
@@ -638,7 +642,7 @@ fn build_logs_are_kept_per_attempt_and_pruned() {
     assert!(started[0].contains("version=1.0.0-1"));
     let now = names();
     assert_eq!(now.len(), 2, "{now:?}");
-    assert!(now.contains("1.0.0-1.2.log"), "{now:?}");
+    assert!(now.contains("1.0.0-1.2.log.zst"), "{now:?}");
     let state = read_json(&farm.state().join("state.json"));
     assert_eq!(state["failures"], serde_json::json!({}));
     assert_eq!(farm.archive()["packages"].as_array().unwrap().len(), 4);

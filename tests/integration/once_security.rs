@@ -259,7 +259,7 @@ fn build_timeout_kills_the_whole_process_group() {
         &format!("background child {pid} to be gone"),
         || (!pid_alive(pid)).then_some(()),
     );
-    let build_log = std::fs::read_to_string(farm.state().join("logs/slow/1.0.0-1.1.log")).unwrap();
+    let build_log = read_build_log(&farm.state().join("logs/slow/1.0.0-1.1.log.zst"));
     assert!(build_log.contains("working..."), "{build_log}");
     assert!(build_log.contains("timed out"), "{build_log}");
     assert!(farm.archive()["packages"].as_array().unwrap().is_empty());

@@ -820,7 +820,7 @@ fn socket_activation_serves_on_the_inherited_socket() {
     // activation variables.
     let log = std::fs::read_dir(farm.state().join("logs/hello"))
         .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|e| read_build_log(&e.unwrap().path()))
         .next()
         .expect("a build log");
     assert!(log.contains(" 1 -> "), "no descriptor listing in:\n{log}");

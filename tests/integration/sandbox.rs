@@ -123,7 +123,7 @@ fn read_logs(farm: &Farm, recipe: &str, log: &str) -> String {
     let dir = farm.state().join("logs").join(recipe);
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}\n{log}", dir.display()))
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|e| read_build_log(&e.unwrap().path()))
         .collect::<Vec<_>>()
         .join("\n")
 }

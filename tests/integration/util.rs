@@ -1250,3 +1250,15 @@ pub fn debian_package() -> PathBuf {
     *deb = Some(p.clone());
     p
 }
+
+/// A build log's text: `<version>.<n>.log.zst` (finished builds) is
+/// decompressed, a plain `.log` (a running build) read as it is.
+pub fn read_build_log(p: &Path) -> String {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let text = if p.to_string_lossy().ends_with(".zst") {
+        zstd::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    } else {
+        bytes
+    };
+    String::from_utf8_lossy(&text).into_owned()
+}

@@ -9,7 +9,7 @@
 //! auto-escaping templates ([`templates`]) and carries the security headers
 //! of [`page_headers`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -18,7 +18,9 @@ use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, VARY};
 use hyper::{Response, StatusCode};
 
 use crate::model::recipe::Roster;
-use crate::serve::status::Status;
+use crate::serve::api::RecipeDoc;
+use crate::serve::builds::BuildDetail;
+use crate::serve::status::{BuildLog, Status};
 
 /// The embedded stylesheet and script.
 pub mod assets;
@@ -66,28 +68,6 @@ fn html(code: StatusCode, markup: maud::Markup) -> Response<Bytes> {
     r
 }
 
-/// True when `accept` prefers `text/html` to JSON (a browser's does).
-pub fn prefers_html(accept: Option<&HeaderValue>) -> bool {
-    let Some(accept) = accept.and_then(|a| a.to_str().ok()) else {
-        return false;
-    };
-    let (mut html, mut json) = (0.0f32, 0.0f32);
-    for item in accept.split(',') {
-        let mut parts = item.split(';').map(str::trim);
-        let mime = parts.next().unwrap_or("").to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.strip_prefix("q="))
-            .find_map(|v| v.parse::<f32>().ok())
-            .unwrap_or(1.0);
-        match mime.as_str() {
-            "text/html" | "application/xhtml+xml" => html = html.max(q),
-            "application/json" => json = json.max(q),
-            _ => {}
-        }
-    }
-    html > json
-}
-
 /// The value of `key` in a query string, percent-decoded (`+` is a space).
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     let value = query?
@@ -118,29 +98,17 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// The last `max` bytes of the file at `path`, cut to whole lines and to
-/// at most `lines` lines, as text (invalid UTF-8 shows as U+FFFD); true
-/// when that is not the whole file. A missing file is empty.
-async fn log_end(path: &Path, max: u64, lines: usize) -> (String, bool) {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let Ok(mut f) = tokio::fs::File::open(path).await else {
-        return (String::new(), false);
+/// The end of a log: the last whole lines of `buf` (at most `lines`),
+/// as text (invalid UTF-8 shows as U+FFFD); `cut` says `buf` is already
+/// only the end of the log (its first line is partial). True when that
+/// is not the whole log.
+fn tail_text(buf: &[u8], cut: bool, lines: usize) -> (String, bool) {
+    let mut truncated = cut;
+    let from = if cut {
+        buf.iter().position(|&c| c == b'\n').map_or(0, |i| i + 1)
+    } else {
+        0
     };
-    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max);
-    if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return (String::new(), false);
-    }
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    if f.take(max).read_to_end(&mut buf).await.is_err() {
-        return (String::new(), false);
-    }
-    let mut truncated = start > 0;
-    let mut from = 0;
-    if truncated {
-        // Drop the partial first line.
-        from = buf.iter().position(|&c| c == b'\n').map_or(0, |i| i + 1);
-    }
     let body = &buf[from..];
     let newlines: Vec<usize> = body
         .iter()
@@ -148,17 +116,86 @@ async fn log_end(path: &Path, max: u64, lines: usize) -> (String, bool) {
         .filter(|(_, c)| **c == b'\n')
         .map(|(i, _)| i)
         .collect();
-    let mut cut = 0;
     // A trailing newline ends the last line rather than starting another.
     let complete = newlines.len() - usize::from(body.last() == Some(&b'\n'));
+    let mut start = 0;
     if complete >= lines {
-        cut = newlines[complete - lines] + 1;
+        start = newlines[complete - lines] + 1;
         truncated = true;
     }
     (
-        String::from_utf8_lossy(&body[cut..]).into_owned(),
+        String::from_utf8_lossy(&body[start..]).into_owned(),
         truncated,
     )
+}
+
+/// The last `max` bytes of the plain log at `path`, cut as [`tail_text`]
+/// does. A missing file is empty.
+async fn plain_tail(path: &Path, max: u64, lines: usize) -> Option<(String, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    f.seek(std::io::SeekFrom::Start(start)).await.ok()?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(max).read_to_end(&mut buf).await.ok()?;
+    Some(tail_text(&buf, start > 0, lines))
+}
+
+/// The last `max` bytes of the zstd-compressed log at `path`, decompressed
+/// on a blocking thread without holding more than twice `max`.
+async fn compressed_tail(path: PathBuf, max: usize, lines: usize) -> Option<(String, bool)> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let f = std::fs::File::open(&path).ok()?;
+        let mut d = zstd::stream::read::Decoder::new(f).ok()?;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut dropped = false;
+        loop {
+            let n = d.read(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > 2 * max {
+                buf.drain(..buf.len() - max);
+                dropped = true;
+            }
+        }
+        if buf.len() > max {
+            buf.drain(..buf.len() - max);
+            dropped = true;
+        }
+        Some(tail_text(&buf, dropped, lines))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The end of build `id`'s log, wherever it is (plain while the build
+/// runs, compressed once it has ended); empty when it has none.
+async fn log_tail(status: &Status, id: u64, max: u64, lines: usize) -> (String, bool) {
+    let BuildLog::File(f) = status.build_log(id) else {
+        return (String::new(), false);
+    };
+    let (first, second) = if f.running {
+        (f.plain.clone(), f.compressed.clone())
+    } else {
+        (f.compressed.clone(), f.plain.clone())
+    };
+    for (path, zst) in [(first, !f.running), (second, f.running)] {
+        let got = if zst {
+            compressed_tail(path, max as usize, lines).await
+        } else {
+            plain_tail(&path, max, lines).await
+        };
+        if let Some(t) = got {
+            return t;
+        }
+    }
+    (String::new(), false)
 }
 
 /// The unfiltered overview as last rendered: made at most once per second
@@ -217,13 +254,13 @@ pub async fn overview(
             return html_bytes(body);
         }
     }
-    let snap = status.snapshot();
-    let log = match snap
-        .in_flight
-        .as_ref()
-        .and_then(|(f, _)| snap.builds.iter().find(|b| b.id == f.build_id))
-    {
-        Some(b) => log_end(&b.log_path, TAIL_BYTES, TAIL_LINES).await.0,
+    let snap = status.snapshot(view::TIMELINE);
+    let log = match &snap.running {
+        Some(d) => {
+            log_tail(status, d.summary.id, TAIL_BYTES, TAIL_LINES)
+                .await
+                .0
+        }
         None => String::new(),
     };
     let page = view::Overview::new(&snap, &roster, filter.trim(), log, now);
@@ -234,43 +271,51 @@ pub async fn overview(
     html_bytes(body)
 }
 
-/// `GET /builds/{id}` for a browser (`id` as the path has it).
-pub async fn build(status: &Status, id: &str) -> Response<Bytes> {
-    let snap = status.snapshot();
-    let found = id
-        .parse::<u64>()
-        .ok()
-        .and_then(|id| snap.builds.iter().find(|b| b.id == id));
-    let Some(rec) = found else {
-        return html(
-            StatusCode::NOT_FOUND,
-            templates::not_found(
-                &snap.farm_id,
-                &format!("No build {id:?} (only recent builds are kept)."),
-            ),
-        );
-    };
-    let (log, truncated) = log_end(&rec.log_path, LOG_BYTES, usize::MAX).await;
-    let id = rec.id;
-    match view::BuildPage::new(&snap, id, log, truncated, SystemTime::now()) {
-        Some(page) => html(StatusCode::OK, templates::build(&page)),
-        None => html(
-            StatusCode::NOT_FOUND,
-            templates::not_found(&snap.farm_id, &format!("No build {id}.")),
-        ),
-    }
+/// `GET /builds/{id}` for a browser: the page of the build `doc`.
+pub async fn build(status: &Status, doc: &BuildDetail) -> Response<Bytes> {
+    let id = doc.summary.id;
+    let (log, truncated) = log_tail(status, id, LOG_BYTES, usize::MAX).await;
+    let farm_id = status.farm_id();
+    let page = view::BuildPage::new(
+        &farm_id,
+        doc,
+        status.build_neighbours(id),
+        log,
+        truncated,
+        SystemTime::now(),
+    );
+    html(StatusCode::OK, templates::build(&page))
 }
 
-/// `GET /recipes/{id}` for a browser.
-pub fn recipe(status: &Status, roster: &Roster, id: &str) -> Response<Bytes> {
-    let snap = status.snapshot();
-    match view::RecipePage::new(&snap, roster, id, SystemTime::now()) {
-        Some(page) => html(StatusCode::OK, templates::recipe(&page)),
-        None => html(
-            StatusCode::NOT_FOUND,
-            templates::not_found(&snap.farm_id, &format!("No recipe {id:?}.")),
-        ),
-    }
+/// `GET /recipes/{id}` for a browser: the page of the recipe `doc`.
+pub fn recipe(status: &Status, roster: &Roster, doc: &RecipeDoc) -> Response<Bytes> {
+    let snap = status.snapshot(0);
+    let state = view::states(&snap)
+        .get(doc.id.as_str())
+        .copied()
+        .unwrap_or(view::RecipeState::Idle);
+    let next_poll = snap
+        .polls
+        .get(&doc.id)
+        .and_then(|p| p.next_at.as_deref())
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+    let page = view::RecipePage::new(
+        &snap.farm_id,
+        doc,
+        roster.recipes.get(&doc.id).map(|r| &**r),
+        state,
+        next_poll,
+        SystemTime::now(),
+    );
+    html(StatusCode::OK, templates::recipe(&page))
+}
+
+/// A 404 page for a browser that asked for an unknown build or recipe.
+pub fn missing(status: &Status, what: &str) -> Response<Bytes> {
+    html(
+        StatusCode::NOT_FOUND,
+        templates::not_found(&status.farm_id(), what),
+    )
 }
 
 /// `GET /assets/...`: an embedded asset under its hashed name, cached for
@@ -306,18 +351,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn html_only_when_preferred() {
-        let h = |s: &'static str| HeaderValue::from_static(s);
-        assert!(!prefers_html(None));
-        assert!(!prefers_html(Some(&h("*/*"))));
-        assert!(!prefers_html(Some(&h("application/json"))));
-        assert!(prefers_html(Some(&h(
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-        ))));
-        assert!(!prefers_html(Some(&h("application/json, text/html;q=0.5"))));
-    }
-
-    #[test]
     fn query_parameters_are_decoded() {
         assert_eq!(
             query_param(Some("a=1&filter=lib%20z+x"), "filter").as_deref(),
@@ -338,19 +371,32 @@ mod tests {
         let p = dir.path().join("log");
         let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&p, &text).unwrap();
-        let (all, cut) = log_end(&p, 1 << 20, usize::MAX).await;
-        assert_eq!((all.as_str(), cut), (text.as_str(), false));
-        let (tail, cut) = log_end(&p, 1 << 20, 3).await;
-        assert_eq!((tail.as_str(), cut), ("line 97\nline 98\nline 99\n", true));
-        let (tail, cut) = log_end(&p, 20, usize::MAX).await;
+        let all = plain_tail(&p, 1 << 20, usize::MAX).await.unwrap();
+        assert_eq!((all.0.as_str(), all.1), (text.as_str(), false));
+        let tail = plain_tail(&p, 1 << 20, 3).await.unwrap();
+        assert_eq!(
+            (tail.0.as_str(), tail.1),
+            ("line 97\nline 98\nline 99\n", true)
+        );
+        let (tail, cut) = plain_tail(&p, 20, usize::MAX).await.unwrap();
         assert!(cut);
         assert!(tail.starts_with("line "), "{tail:?}");
         assert!(tail.ends_with("line 99\n"));
         std::fs::write(&p, b"ok \xff\xfe bytes\n").unwrap();
-        assert_eq!(log_end(&p, 100, 10).await.0, "ok \u{fffd}\u{fffd} bytes\n");
         assert_eq!(
-            log_end(&dir.path().join("none"), 10, 10).await,
-            (String::new(), false)
+            plain_tail(&p, 100, 10).await.unwrap().0,
+            "ok \u{fffd}\u{fffd} bytes\n"
         );
+        assert!(plain_tail(&dir.path().join("none"), 10, 10).await.is_none());
+        let z = dir.path().join("log.zst");
+        std::fs::write(&z, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
+        let (tail, cut) = compressed_tail(z.clone(), 30, usize::MAX).await.unwrap();
+        assert!(cut);
+        assert!(
+            tail.ends_with("line 98\nline 99\n") && tail.starts_with("line "),
+            "{tail:?}"
+        );
+        let (all, cut) = compressed_tail(z, 1 << 20, usize::MAX).await.unwrap();
+        assert_eq!((all.as_str(), cut), (text.as_str(), false));
     }
 }

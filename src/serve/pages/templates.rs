@@ -574,6 +574,7 @@ pub fn recipe(p: &RecipePage) -> Markup {
                             th scope="col" { "When" }
                             th scope="col" { "Result" }
                             th scope="col" { "Tags seen" }
+                            th scope="col" { "Matching" }
                             th scope="col" { "Error" }
                         } }
                         tbody {
@@ -582,6 +583,7 @@ pub fn recipe(p: &RecipePage) -> Markup {
                                     td { (when(poll.at, now)) }
                                     td { @if poll.ok { span.badge.state-succeeded { "ok" } } @else { span.badge.state-failed { "failed" } } }
                                     td.num { (poll.tags_seen) }
+                                    td.num { (poll.matches) }
                                     td { @if let Some(e) = &poll.error { code.error { (e) } } }
                                 }
                             }
@@ -618,42 +620,59 @@ mod tests {
     use super::*;
     use crate::model::build::{BuildKey, FailureRecord, Phase, QueuedBuild, Trigger};
     use crate::model::recipe::Roster;
+    use crate::serve::builds::{BuildDetail, BuildSummary, PhaseView};
     use crate::serve::pages::view;
-    use crate::serve::status::{BuildRecord, Snapshot};
+    use crate::serve::status::Snapshot;
     use std::collections::BTreeMap;
     use std::time::Duration;
 
     const EVIL: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>'&";
 
-    fn hostile_snapshot() -> Snapshot {
-        let now = SystemTime::now();
-        let build = |id: u64, state: BuildState| BuildRecord {
+    fn build(id: u64, state: BuildState) -> BuildSummary {
+        let now = rfc3339(SystemTime::now());
+        BuildSummary {
             id,
             recipe: "evil".into(),
             version: "1.0.0-1".into(),
             tag: format!("v1.0.0{EVIL}"),
             trigger: Trigger::Poll,
             state,
-            started_at: rfc3339(now),
-            finished_at: Some(rfc3339(now)),
+            started_at: now.clone(),
+            finished_at: (state != BuildState::Running).then(|| now.clone()),
             duration: Some(1.0),
             phase: Some(Phase::Building),
             error: Some(EVIL.into()),
-            log_url: "/builds/1/log".into(),
-            log: "/builds/1/log".into(),
-            log_path: "/nonexistent".into(),
-        };
+            log_url: Some(format!("/builds/{id}/log")),
+            log: Some(format!("/builds/{id}/log")),
+        }
+    }
+
+    fn detail(id: u64, state: BuildState) -> BuildDetail {
+        BuildDetail {
+            summary: build(id, state),
+            phases: vec![PhaseView {
+                phase: Phase::Fetching,
+                started_at: rfc3339(SystemTime::now()),
+                duration: Some(0.5),
+            }],
+            previous_duration: Some(2.0),
+            elapsed: Some(3.0),
+        }
+    }
+
+    fn hostile_snapshot() -> Snapshot {
+        let now = SystemTime::now();
         Snapshot {
             farm_id: EVIL.into(),
             started_at: now,
             recipes: vec!["evil".into()],
             invalid: BTreeMap::from([("bad".to_string(), EVIL.to_string())]),
-            builds_attempted: 2,
+            builds_attempted: 3,
             builds_succeeded: 1,
             builds_failed: 1,
             builds_cancelled: 0,
             paused: Vec::new(),
-            in_flight: None,
+            running: Some(detail(3, BuildState::Running)),
             failures: BTreeMap::from([(
                 BuildKey::new("evil", "1.0.0-1"),
                 FailureRecord {
@@ -672,11 +691,12 @@ mod tests {
             }],
             queue_depth: 1,
             polls: BTreeMap::new(),
+            newest_published: BTreeMap::from([("evil".to_string(), EVIL.to_string())]),
             published_packages: 1,
             repository_error: Some(EVIL.into()),
             held: Some(EVIL.into()),
             sandbox: "none",
-            builds: vec![
+            recent: vec![
                 build(2, BuildState::Failed),
                 build(1, BuildState::Succeeded),
             ],
@@ -689,9 +709,18 @@ mod tests {
         let roster = Roster::default();
         let now = SystemTime::now();
         let overview = view::Overview::new(&s, &roster, EVIL, EVIL.into(), now);
-        let build = view::BuildPage::new(&s, 2, EVIL.into(), false, now).unwrap();
+        let overview_all = view::Overview::new(&s, &roster, "", EVIL.into(), now);
+        let build = view::BuildPage::new(
+            EVIL,
+            &detail(2, BuildState::Failed),
+            (Some(1), None),
+            EVIL.into(),
+            false,
+            now,
+        );
         let pages = [
             super::overview(&overview).into_string(),
+            super::overview(&overview_all).into_string(),
             super::build(&build).into_string(),
             not_found(EVIL, EVIL).into_string(),
         ];

@@ -3,13 +3,14 @@
 //! figures here (states, estimates, neighbours) leaves the templates with
 //! nothing to decide but markup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use crate::model::build::{BuildState, Phase, Trigger};
-use crate::model::recipe::{Backlog, Roster};
-use crate::model::version::Version;
-use crate::serve::status::{BuildRecord, PollInfo, Snapshot};
+use crate::model::build::{BuildKey, BuildState, Phase, Trigger};
+use crate::model::recipe::{Backlog, Recipe, Roster};
+use crate::serve::api::RecipeDoc;
+use crate::serve::builds::{BuildDetail, BuildSummary};
+use crate::serve::status::{FailureView, PollRecord, Snapshot};
 
 /// Every phase of a build, in order.
 pub const PHASES: [Phase; 5] = [
@@ -26,9 +27,6 @@ pub const OVERDUE: f64 = 1.2;
 
 /// How many finished builds the overview's timeline shows.
 pub const TIMELINE: usize = 30;
-
-/// How many builds the recipe page lists.
-pub const RECIPE_BUILDS: usize = 20;
 
 /// A recipe's state, as the overview's table shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +68,10 @@ pub enum PhaseState {
     Current,
     /// The build failed (or was cancelled) here.
     Failed,
-    /// Not reached (yet, or ever).
+    /// Not reached yet.
     Pending,
+    /// Never run (the build ended before it, or it had nothing to do).
+    NotRun,
 }
 
 impl PhaseState {
@@ -82,6 +82,7 @@ impl PhaseState {
             PhaseState::Current => "running",
             PhaseState::Failed => "failed",
             PhaseState::Pending => "pending",
+            PhaseState::NotRun => "not run",
         }
     }
 }
@@ -278,6 +279,8 @@ pub struct PollRow {
     pub error: Option<String>,
     /// Tags the upstream listed.
     pub tags_seen: usize,
+    /// Tags that map to a version the recipe builds.
+    pub matches: usize,
 }
 
 /// A recipe's settings.
@@ -340,36 +343,26 @@ fn parse_time(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
-fn secs(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10.0).round() / 10.0
-}
-
-fn build_row(r: &BuildRecord, now: SystemTime) -> BuildRow {
-    let started_at = parse_time(&r.started_at);
-    let duration = r.duration.or_else(|| {
-        (r.state == BuildState::Running)
-            .then(|| started_at.map(|t| secs(now.duration_since(t).unwrap_or_default())))
-            .flatten()
-    });
+fn build_row(b: &BuildSummary) -> BuildRow {
     BuildRow {
-        id: r.id,
-        recipe: r.recipe.clone(),
-        version: r.version.clone(),
-        tag: r.tag.clone(),
-        trigger: r.trigger,
-        state: r.state,
-        started_at,
-        finished_at: r.finished_at.as_deref().and_then(parse_time),
-        duration,
-        phase: r.phase,
-        error: r.error.clone(),
-        log_url: Some(r.log_url.clone()),
+        id: b.id,
+        recipe: b.recipe.clone(),
+        version: b.version.clone(),
+        tag: b.tag.clone(),
+        trigger: b.trigger,
+        state: b.state,
+        started_at: parse_time(&b.started_at),
+        finished_at: b.finished_at.as_deref().and_then(parse_time),
+        duration: b.duration,
+        phase: b.phase,
+        error: b.error.clone(),
+        log_url: b.log_url.clone(),
     }
 }
 
-/// The phases of a build: those before `at` done, `at` itself running (or
-/// failed, for a failed build), the rest pending; a succeeded build has
-/// them all done.
+/// The phases of a build with no recorded phases: those before `at` done,
+/// `at` itself running (or failed), the rest pending; a succeeded build
+/// has them all done.
 pub fn phase_rows(state: BuildState, at: Option<Phase>) -> Vec<PhaseRow> {
     let here = at.and_then(|p| PHASES.iter().position(|q| *q == p));
     PHASES
@@ -394,33 +387,67 @@ pub fn phase_rows(state: BuildState, at: Option<Phase>) -> Vec<PhaseRow> {
         .collect()
 }
 
-/// The duration of `recipe`'s most recent successful build that started
-/// before build `before`.
-fn previous_success(builds: &[BuildRecord], recipe: &str, before: u64) -> Option<f64> {
-    builds
+/// The phase timeline of a build from its recorded phases, with each
+/// phase's duration (the running one's so far).
+pub fn timeline(d: &BuildDetail, now: SystemTime) -> Vec<PhaseRow> {
+    let b = &d.summary;
+    if d.phases.is_empty() {
+        return phase_rows(b.state, b.phase);
+    }
+    let last = d.phases.last().map(|p| p.phase);
+    PHASES
         .iter()
-        .filter(|b| b.recipe == recipe && b.id < before && b.state == BuildState::Succeeded)
-        .max_by_key(|b| b.id)
-        .and_then(|b| b.duration)
-}
-
-fn failure_rows(s: &Snapshot, recipe: Option<&str>) -> Vec<FailureRow> {
-    s.failures
-        .iter()
-        .filter(|(k, _)| recipe.is_none_or(|r| k.recipe == r))
-        .map(|(k, v)| FailureRow {
-            key: k.to_string(),
-            recipe: k.recipe.clone(),
-            version: k.version.clone(),
-            failures: v.failures,
-            next_retry: v.next_retry,
-            error: v.error.clone(),
+        .map(|&phase| {
+            let Some(p) = d.phases.iter().rev().find(|p| p.phase == phase) else {
+                let state = match b.state {
+                    BuildState::Running => PhaseState::Pending,
+                    _ => PhaseState::NotRun,
+                };
+                return PhaseRow {
+                    phase,
+                    state,
+                    duration: None,
+                };
+            };
+            let ended_here = Some(phase) == b.phase && Some(phase) == last;
+            let state = match b.state {
+                BuildState::Running if Some(phase) == last => PhaseState::Current,
+                BuildState::Failed | BuildState::Cancelled if ended_here => PhaseState::Failed,
+                _ => PhaseState::Done,
+            };
+            let duration = p.duration.or_else(|| {
+                (state == PhaseState::Current)
+                    .then(|| parse_time(&p.started_at))
+                    .flatten()
+                    .map(|t| now.duration_since(t).unwrap_or_default().as_secs_f64())
+            });
+            PhaseRow {
+                phase,
+                state,
+                duration,
+            }
         })
         .collect()
 }
 
-/// Each recipe's state, from the snapshot.
-fn states(s: &Snapshot) -> HashMap<&str, RecipeState> {
+fn failure_row(key: &str, f: &FailureView) -> FailureRow {
+    let (recipe, version) = key
+        .parse::<BuildKey>()
+        .map(|k| (k.recipe, k.version))
+        .unwrap_or_else(|_| (key.to_string(), String::new()));
+    FailureRow {
+        key: key.to_string(),
+        recipe,
+        version,
+        failures: f.failures,
+        next_retry: parse_time(&f.next_retry).unwrap_or(SystemTime::UNIX_EPOCH),
+        error: f.error.clone().unwrap_or_default(),
+    }
+}
+
+/// Each recipe's state, from the snapshot (recipes not in the map are
+/// idle).
+pub fn states(s: &Snapshot) -> HashMap<&str, RecipeState> {
     let mut m: HashMap<&str, RecipeState> = HashMap::with_capacity(s.recipes.len());
     for q in &s.queue {
         m.insert(q.recipe.as_str(), RecipeState::Queued);
@@ -431,8 +458,11 @@ fn states(s: &Snapshot) -> HashMap<&str, RecipeState> {
     for r in &s.paused {
         m.insert(r.as_str(), RecipeState::Paused);
     }
-    if let Some((f, _)) = &s.in_flight {
-        m.insert(f.recipe.as_str(), RecipeState::Building);
+    if let Some(d) = &s.running {
+        m.insert(d.summary.recipe.as_str(), RecipeState::Building);
+    }
+    for r in s.invalid.keys() {
+        m.insert(r.as_str(), RecipeState::Invalid);
     }
     m
 }
@@ -452,44 +482,20 @@ impl Overview {
         log_tail: String,
         now: SystemTime,
     ) -> Overview {
-        let running = s.in_flight.as_ref().map(|(f, started)| {
-            let elapsed = secs(now.duration_since(*started).unwrap_or_default());
-            let build = s
-                .builds
-                .iter()
-                .find(|b| b.id == f.build_id)
-                .map(|b| build_row(b, now))
-                .unwrap_or_else(|| BuildRow {
-                    id: f.build_id,
-                    recipe: f.recipe.clone(),
-                    version: f.version.clone(),
-                    tag: f.tag.clone(),
-                    trigger: f.trigger,
-                    state: BuildState::Running,
-                    started_at: Some(*started),
-                    finished_at: None,
-                    duration: Some(elapsed),
-                    phase: Some(f.phase),
-                    error: None,
-                    log_url: Some(format!("/builds/{}/log", f.build_id)),
-                });
-            Running {
-                build: BuildRow {
-                    phase: Some(f.phase),
-                    ..build
-                },
-                phases: phase_rows(BuildState::Running, Some(f.phase)),
-                elapsed,
-                estimate: previous_success(&s.builds, &f.recipe, f.build_id),
-                log_tail,
-            }
+        let running = s.running.as_ref().map(|d| Running {
+            build: build_row(&d.summary),
+            phases: timeline(d, now),
+            elapsed: d.elapsed.unwrap_or_default(),
+            estimate: d.previous_duration,
+            log_tail,
         });
         let states = states(s);
-        let newest = newest_published(s);
+        let filter = filter.to_lowercase();
         let mut recipes: Vec<RecipeRow> = s
             .recipes
             .iter()
-            .filter(|id| matches(id, filter))
+            .chain(s.invalid.keys())
+            .filter(|id| matches(id, &filter))
             .map(|id| {
                 let poll = s.polls.get(id);
                 RecipeRow {
@@ -498,7 +504,7 @@ impl Overview {
                         .get(id.as_str())
                         .copied()
                         .unwrap_or(RecipeState::Idle),
-                    published: newest.get(id.as_str()).map(|v| (*v).to_string()),
+                    published: s.newest_published.get(id).cloned(),
                     last_poll: poll.and_then(|p| p.last_at.as_deref()).and_then(parse_time),
                     poll_ok: poll.and_then(|p| p.last_at.as_ref().map(|_| p.ok)),
                     next_poll: poll.and_then(|p| p.next_at.as_deref()).and_then(parse_time),
@@ -509,20 +515,6 @@ impl Overview {
                 }
             })
             .collect();
-        recipes.extend(
-            s.invalid
-                .keys()
-                .filter(|id| matches(id, filter))
-                .map(|id| RecipeRow {
-                    id: id.clone(),
-                    state: RecipeState::Invalid,
-                    published: newest.get(id.as_str()).map(|v| (*v).to_string()),
-                    last_poll: None,
-                    poll_ok: None,
-                    next_poll: None,
-                    webhook: false,
-                }),
-        );
         recipes.sort_by(|a, b| a.id.cmp(&b.id));
         Overview {
             farm_id: s.farm_id.clone(),
@@ -549,171 +541,112 @@ impl Overview {
                     trigger: q.trigger,
                 })
                 .collect(),
-            failures: failure_rows(s, None),
+            failures: s
+                .failures
+                .iter()
+                .map(|(k, v)| failure_row(&k.to_string(), &FailureView::from(v)))
+                .collect(),
             recipes,
             recipes_total: s.recipes.len() + s.invalid.len(),
-            filter: filter.to_string(),
+            filter,
             invalid: s
                 .invalid
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            timeline: s
-                .builds
-                .iter()
-                .filter(|b| b.state != BuildState::Running)
-                .take(TIMELINE)
-                .map(|b| build_row(b, now))
-                .collect(),
+            timeline: s.recent.iter().map(build_row).collect(),
         }
     }
-}
-
-/// True when version `a` sorts after `b` (versions that do not parse
-/// sort as text).
-fn newer(a: &str, b: &str) -> bool {
-    match (Version::parse(a), Version::parse(b)) {
-        (Ok(a), Ok(b)) => a > b,
-        _ => a > b,
-    }
-}
-
-/// The newest version each recipe published, as far as the snapshot
-/// knows (the builds it remembers).
-fn newest_published(s: &Snapshot) -> BTreeMap<&str, &str> {
-    let mut m: BTreeMap<&str, &str> = BTreeMap::new();
-    for b in &s.builds {
-        if b.state != BuildState::Succeeded {
-            continue;
-        }
-        let newer = m
-            .get(b.recipe.as_str())
-            .is_none_or(|v| newer(&b.version, v));
-        if newer {
-            m.insert(b.recipe.as_str(), b.version.as_str());
-        }
-    }
-    m
 }
 
 impl BuildPage {
-    /// The page of build `id`, or `None` when the snapshot does not know it.
+    /// The page of the build `d`, with its recipe's previous and next
+    /// build and its log.
     pub fn new(
-        s: &Snapshot,
-        id: u64,
+        farm_id: &str,
+        d: &BuildDetail,
+        neighbours: (Option<u64>, Option<u64>),
         log: String,
         log_truncated: bool,
         now: SystemTime,
-    ) -> Option<BuildPage> {
-        let r = s.builds.iter().find(|b| b.id == id)?;
-        let mut build = build_row(r, now);
-        if r.state == BuildState::Running {
-            if let Some((f, _)) = s.in_flight.as_ref().filter(|(f, _)| f.build_id == id) {
-                build.phase = Some(f.phase);
-            }
+    ) -> BuildPage {
+        let mut build = build_row(&d.summary);
+        if build.state == BuildState::Running {
+            build.duration = d.elapsed;
         }
-        let same = s.builds.iter().filter(|b| b.recipe == r.recipe);
-        let previous = same.clone().filter(|b| b.id < id).map(|b| b.id).max();
-        let next = same.filter(|b| b.id > id).map(|b| b.id).min();
-        Some(BuildPage {
-            farm_id: s.farm_id.clone(),
+        BuildPage {
+            farm_id: farm_id.to_string(),
             now,
-            phases: phase_rows(r.state, build.phase),
+            phases: timeline(d, now),
             build,
-            previous_duration: previous_success(&s.builds, &r.recipe, id),
-            previous,
-            next,
+            previous_duration: d.previous_duration,
+            previous: neighbours.0,
+            next: neighbours.1,
             log,
             log_truncated,
-        })
+        }
     }
 }
 
-fn poll_row(p: &PollInfo) -> PollRow {
+fn poll_row(p: &PollRecord) -> PollRow {
     PollRow {
-        at: p.last_at.as_deref().and_then(parse_time),
+        at: Some(p.at),
         ok: p.ok,
         error: p.error.clone(),
         tags_seen: p.tags_seen,
+        matches: p.matches,
     }
 }
 
 impl RecipePage {
-    /// The page of recipe `id`, or `None` when the roster has no such
-    /// recipe, valid or invalid.
-    pub fn new(s: &Snapshot, roster: &Roster, id: &str, now: SystemTime) -> Option<RecipePage> {
-        let recipe = roster.recipes.get(id);
-        let invalid = roster.invalid.get(id).cloned();
-        if recipe.is_none() && invalid.is_none() {
-            return None;
-        }
-        let mut settings = Settings::default();
+    /// The page of the recipe `doc` (`recipe` is its parsed file, when
+    /// valid) in `state`.
+    pub fn new(
+        farm_id: &str,
+        doc: &RecipeDoc,
+        recipe: Option<&Recipe>,
+        state: RecipeState,
+        next_poll: Option<SystemTime>,
+        now: SystemTime,
+    ) -> RecipePage {
+        let mut settings = Settings {
+            git: doc.git.clone(),
+            tag_pattern: doc.tag_pattern.clone(),
+            interval: doc.interval.map(Duration::from_secs),
+            webhook: doc.webhook,
+            min_version: doc.min_version.clone(),
+            revision: doc.revision,
+            ..Settings::default()
+        };
         if let Some(r) = recipe {
-            settings.interval = Some(r.watch.poll_interval);
-            settings.webhook = r.watch.github_webhook;
             settings.backlog = match r.watch.backlog {
                 Backlog::All => "all",
                 Backlog::Latest => "latest",
             };
+            settings.submodules = r.upstream.as_ref().is_some_and(|u| u.submodules);
             settings.description = r.description.clone();
             settings.homepage = r.homepage.clone();
             settings.license = r.license.clone();
             settings.path = r.path.display().to_string();
-            if let Some(u) = &r.upstream {
-                settings.git = Some(u.git.clone());
-                settings.tag_pattern = Some(u.tag_pattern.as_str().to_string());
-                settings.min_version = u.min_version.clone();
-                settings.revision = Some(u.revision);
-                settings.submodules = u.submodules;
-            }
         }
-        let state = if invalid.is_some() {
-            RecipeState::Invalid
-        } else {
-            states(s).get(id).copied().unwrap_or(RecipeState::Idle)
-        };
-        let builds: Vec<BuildRow> = s
-            .builds
-            .iter()
-            .filter(|b| b.recipe == id)
-            .take(RECIPE_BUILDS)
-            .map(|b| build_row(b, now))
-            .collect();
-        // The versions its remembered builds published, newest first.
-        let mut published: Vec<String> = s
-            .builds
-            .iter()
-            .filter(|b| b.recipe == id && b.state == BuildState::Succeeded)
-            .map(|b| b.version.clone())
-            .collect();
-        published.sort_by(|a, b| {
-            if newer(a, b) {
-                std::cmp::Ordering::Less
-            } else if newer(b, a) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        });
-        published.dedup();
-        let poll = s.polls.get(id);
-        Some(RecipePage {
-            farm_id: s.farm_id.clone(),
+        let a = &doc.activity;
+        RecipePage {
+            farm_id: farm_id.to_string(),
             now,
-            id: id.to_string(),
-            state,
-            invalid,
+            id: doc.id.clone(),
+            state: if doc.paused && state != RecipeState::Building {
+                RecipeState::Paused
+            } else {
+                state
+            },
+            invalid: doc.invalid.clone(),
             settings,
-            published,
-            builds,
-            polls: poll
-                .filter(|p| p.last_at.is_some())
-                .map(poll_row)
-                .into_iter()
-                .collect(),
-            next_poll: poll.and_then(|p| p.next_at.as_deref()).and_then(parse_time),
-            failures: failure_rows(s, Some(id)),
-        })
+            published: a.published.clone(),
+            builds: a.builds.iter().map(build_row).collect(),
+            polls: a.polls.iter().map(poll_row).collect(),
+            next_poll,
+            failures: a.failures.iter().map(|(k, v)| failure_row(k, v)).collect(),
+        }
     }
 }
 
