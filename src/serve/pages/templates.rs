@@ -70,9 +70,10 @@ fn millis(t: SystemTime) -> u128 {
 /// A past or future time, relative, ticking with the script.
 fn when(t: Option<SystemTime>, now: SystemTime) -> Markup {
     match t {
-        Some(t) => html! {
-            time datetime=(rfc3339(t)) title=(rfc3339(t)) data-rel { (relative(t, now)) }
-        },
+        Some(t) => {
+            let iso = rfc3339(t);
+            html! { time datetime=(iso) title=(iso) data-rel { (relative(t, now)) } }
+        }
         None => html! { span.muted { "—" } },
     }
 }
@@ -230,7 +231,8 @@ fn failure_table(failures: &[FailureRow], now: SystemTime) -> Markup {
                             tr data-failure=(f.key) {
                                 td { (recipe_link(&f.recipe)) "@" (f.version) }
                                 td.num { (f.failures) }
-                                td { time datetime=(rfc3339(f.next_retry)) title=(rfc3339(f.next_retry)) data-countdown {
+                                @let iso = rfc3339(f.next_retry);
+                                td { time datetime=(iso) title=(iso) data-countdown {
                                     (relative(f.next_retry, now))
                                 } }
                                 td { code.error { (f.error) } }
