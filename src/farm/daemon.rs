@@ -130,9 +130,17 @@ fn check_state_dir_owner(state: &Path) -> Result<(), Fatal> {
 /// Warnings about local upstreams that git will refuse to read as the
 /// user `--check` runs as (the daemon's user, when run as the docs show):
 /// missing, or owned by another user and not in git's `safe.directory`.
-fn local_upstream_warnings(roster: &Roster) -> Vec<String> {
+fn local_upstream_warnings(roster: &Roster, state_dir: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let me = nix::unistd::geteuid().as_raw();
+    // The user the daemon runs as: this one, or, for root (an operator
+    // checking the service's farm), the owner of the state directory.
+    let me = match nix::unistd::geteuid().as_raw() {
+        0 => match std::fs::metadata(state_dir) {
+            Ok(m) => m.uid(),
+            Err(_) => 0,
+        },
+        uid => uid,
+    };
     let mut out = Vec::new();
     for r in roster.recipes.values() {
         let Some(up) = &r.upstream else { continue };
@@ -189,7 +197,7 @@ fn check_report(config_path: &Path) -> (i32, String) {
             problems.push(format!("{}: {e}", cfg.path.display()));
         }
     }
-    let warnings = local_upstream_warnings(&roster);
+    let warnings = local_upstream_warnings(&roster, &cfg.manager.state_dir);
     if let Some(f) = &cfg.http.webhook_secret_file {
         if roster.any_webhook() {
             if let Err(e) = read_secret(f) {
@@ -567,6 +575,9 @@ async fn choose_sandbox(cfg: &Config) -> Result<Option<Sandbox>, Fatal> {
             info!(network, "build sandbox: bubblewrap");
             Ok(Some(s))
         }
+        (Err(e), _) if !cfg.build.network => Err(Fatal::Runtime(anyhow::anyhow!(
+            "build.network = false needs the build sandbox, and bubblewrap does not work here: {e}"
+        ))),
         (Err(e), SandboxMode::Bwrap) => Err(Fatal::Runtime(anyhow::anyhow!(
             "build.sandbox = \"bwrap\" but bubblewrap does not work here: {e}"
         ))),

@@ -264,3 +264,18 @@ fn descriptors_the_daemon_inherited_do_not_reach_builds() {
         );
     }
 }
+
+#[test]
+fn no_network_without_a_working_sandbox_is_refused_not_ignored() {
+    let farm = Farm::new();
+    farm.write_config("[build]\nsandbox = \"auto\"\nnetwork = false\n");
+    // bubblewrap cannot be found: "auto" would run builds unsandboxed,
+    // which would give them the network they were denied.
+    let out = farm.run_env(&["--once"], &[("PATH", "/nonexistent")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("build.network = false needs the build sandbox"),
+        "{err}"
+    );
+}
