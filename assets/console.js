@@ -21,6 +21,7 @@
   var es = null;
   var esOpen = false;
   var esRetry = null;
+  var esOpenedOnce = false;
   var following = []; // <pre>s whose log is being streamed
 
   function hidden() { return document.visibilityState === 'hidden'; }
@@ -256,6 +257,9 @@
     clearTimeout(esRetry);
     es = new EventSource('/events');
     es.onopen = function () {
+      // After a reconnect the page may have missed changes: catch up.
+      if (esOpenedOnce) { refreshSoon(0); }
+      esOpenedOnce = true;
       esOpen = true;
       clearTimeout(timer);
       timer = null;

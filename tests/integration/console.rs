@@ -624,6 +624,26 @@ fn overview_follows_a_build_live_in_a_browser() {
     ] {
         assert!(page.contains(want), "{want} in the HTML");
     }
+    // When the daemon goes away, the page says so.
+    runtime().block_on(async {
+        let c = driver.session(&profiles.path().join("gone"), true).await;
+        c.goto(&format!("{base}/")).await.unwrap();
+        wait_text(&c, "#live-state", "the event stream", |t| {
+            t.starts_with("Live")
+        })
+        .await;
+        d.signal("KILL");
+        wait_text(&c, "#live-state", "the unreachable daemon", |t| {
+            t.contains("unreachable")
+        })
+        .await;
+        assert_eq!(
+            eval(&c, "return document.getElementById('banner').hidden;").await,
+            json!(false),
+            "the banner shows"
+        );
+        c.close().await.unwrap();
+    });
 }
 
 #[test]
