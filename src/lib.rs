@@ -54,7 +54,7 @@ pub mod model;
 /// The repository: index, atomic publish, signing, upload; notifications out.
 pub mod publish;
 /// HTTP: routes, `/status` and `/metrics` rendering, builds and recipes,
-/// logs, the event bus and `/events`, webhooks.
+/// logs, the event bus and `/events`, webhooks, the console pages.
 pub mod serve;
 /// Learning about versions: the poll schedule and every forge's webhooks.
 pub mod watch;

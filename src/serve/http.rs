@@ -1,7 +1,8 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
 //! `/status`, `/metrics`, `/builds`, `/builds/{id}`, `/builds/{id}/log`,
-//! `/recipes/{id}`, `/events`, `POST /webhooks/{github,gitlab,gitea,bitbucket}`
-//! and the control API (`serve::control`).
+//! `/recipes/{id}`, `/events`, `POST /webhooks/{github,gitlab,gitea,bitbucket}`,
+//! the control API (`serve::control`) and the console pages (`/`,
+//! `/assets/`, and `/builds/{id}` and `/recipes/{id}` for browsers).
 //!
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
@@ -40,6 +41,7 @@ use crate::serve::builds::BuildQuery;
 use crate::serve::control::{self, ControlApi};
 use crate::serve::events;
 use crate::serve::logs;
+use crate::serve::pages;
 use crate::serve::status::BuildLog;
 use crate::serve::status::Status;
 use crate::watch::forge::{self, Event, Webhook};
@@ -81,6 +83,7 @@ pub struct HttpState {
     /// Paused recipes, whose webhooks trigger nothing.
     pub paused: watch::Receiver<Paused>,
     deliveries: Mutex<Deliveries>,
+    pages: pages::Cache,
 }
 
 #[derive(Default)]
@@ -126,6 +129,7 @@ impl HttpState {
             control: ControlApi::disabled(),
             paused: watch::channel(Paused::default()).1,
             deliveries: Mutex::new(Deliveries::default()),
+            pages: pages::Cache::default(),
         }
     }
 
@@ -300,13 +304,15 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
                 return method_not_allowed("GET, HEAD");
             }
             let id = &p["/builds/".len()..];
-            match id
+            let doc = id
                 .parse::<u64>()
                 .ok()
-                .and_then(|id| st.status.build_detail(id))
-            {
-                Some(doc) => document(&req, &doc),
-                None => text(StatusCode::NOT_FOUND, format!("no build {id:?}")),
+                .and_then(|id| st.status.build_detail(id));
+            match (doc, wants_page(&req)) {
+                (Some(doc), true) => pages::build(&st.status, &doc).await.map(full),
+                (Some(doc), false) => json(&doc),
+                (None, true) => pages::missing(&st.status, &format!("No build {id:?}.")).map(full),
+                (None, false) => text(StatusCode::NOT_FOUND, format!("no build {id:?}")),
             }
         }
         p if p
@@ -320,11 +326,27 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             let doc = crate::serve::builds::percent_decode(id)
                 .filter(|id| crate::model::name::is_safe_component(id))
                 .and_then(|id| api::recipe_doc(&st.roster.borrow(), &st.status, &id));
-            match doc {
-                Some(doc) => document(&req, &doc),
-                None => text(StatusCode::NOT_FOUND, format!("no recipe {id:?}")),
+            match (doc, wants_page(&req)) {
+                (Some(doc), true) => {
+                    let roster = st.roster.borrow().clone();
+                    pages::recipe(&st.status, &roster, &doc).map(full)
+                }
+                (Some(doc), false) => json(&doc),
+                (None, true) => pages::missing(&st.status, &format!("No recipe {id:?}.")).map(full),
+                (None, false) => text(StatusCode::NOT_FOUND, format!("no recipe {id:?}")),
             }
         }
+        "/" if !is_get => method_not_allowed("GET, HEAD"),
+        "/" => {
+            let roster = st.roster.borrow().clone();
+            pages::overview(&st.status, roster, req.uri().query(), &st.pages)
+                .await
+                .map(full)
+        }
+        p if p.starts_with("/assets/") => match is_get {
+            true => pages::asset(p).map(full),
+            false => method_not_allowed("GET, HEAD"),
+        },
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
@@ -336,15 +358,10 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Response<Body> {
     with_type(Bytes::from(body), "application/json")
 }
 
-/// A document of `/builds/{id}` or `/recipes/{id}` in the representation
-/// the request prefers.
-fn document<T: serde::Serialize>(req: &Request<Incoming>, doc: &T) -> Response<Body> {
-    match api::negotiate(req.headers().get(hyper::header::ACCEPT)) {
-        // The console pages (section 14 of the design) render `doc` here;
-        // until they exist, a browser gets the JSON.
-        Representation::Html => json(doc),
-        Representation::Json => json(doc),
-    }
+/// True when the request prefers the console page of a document of
+/// `/builds/{id}` or `/recipes/{id}` to its JSON.
+fn wants_page(req: &Request<Incoming>) -> bool {
+    api::negotiate(req.headers().get(hyper::header::ACCEPT)) == Representation::Html
 }
 
 /// `GET /events`: Server-Sent Events, resuming after `Last-Event-ID`;

@@ -776,6 +776,11 @@ impl Status {
         }
     }
 
+    /// A number that changes whenever anything in the store does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// `/status` JSON.
     pub fn json(&self) -> Bytes {
         let gen = self.generation.load(Ordering::Acquire);
@@ -1088,6 +1093,112 @@ impl Status {
             env!("CARGO_PKG_VERSION")
         );
         m
+    }
+}
+
+/// A copy of what the console's overview shows (`serve::pages`), taken
+/// under the lock in one go so a page never mixes two states of the farm.
+/// Only the recent builds are copied, however long the history.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The farm's id.
+    pub farm_id: String,
+    /// When the daemon started.
+    pub started_at: SystemTime,
+    /// Valid recipe ids, sorted.
+    pub recipes: Vec<String>,
+    /// Invalid recipes and their errors.
+    pub invalid: BTreeMap<String, String>,
+    /// Builds started.
+    pub builds_attempted: u64,
+    /// Builds built and published.
+    pub builds_succeeded: u64,
+    /// Builds failed.
+    pub builds_failed: u64,
+    /// Builds an operator cancelled.
+    pub builds_cancelled: u64,
+    /// Recipes an operator paused, sorted.
+    pub paused: Vec<String>,
+    /// The build in progress: its `/builds/{id}` document.
+    pub running: Option<BuildDetail>,
+    /// The backoff book.
+    pub failures: BTreeMap<BuildKey, FailureRecord>,
+    /// The queue in build order (at most [`QUEUE_LISTED`]).
+    pub queue: Vec<QueuedBuild>,
+    /// How many builds are queued.
+    pub queue_depth: usize,
+    /// The last poll of each recipe.
+    pub polls: BTreeMap<String, PollInfo>,
+    /// Each recipe's newest published version.
+    pub newest_published: BTreeMap<String, String>,
+    /// Packages in the active index.
+    pub published_packages: usize,
+    /// Why the repository cannot be opened.
+    pub repository_error: Option<String>,
+    /// Why the farm holds its queue.
+    pub held: Option<String>,
+    /// The build sandbox in force.
+    pub sandbox: &'static str,
+    /// The most recent finished builds, newest first (at most `recent`).
+    pub recent: Vec<BuildSummary>,
+}
+
+impl Status {
+    /// A copy of everything the console's overview shows, with the
+    /// `recent` newest finished builds.
+    pub fn snapshot(&self, recent: usize) -> Snapshot {
+        let now = SystemTime::now();
+        let s = self.lock();
+        let q = BuildQuery {
+            limit: recent + 1,
+            ..BuildQuery::default()
+        };
+        Snapshot {
+            farm_id: s.farm_id.clone(),
+            started_at: s.started_at,
+            recipes: s.recipes.clone(),
+            invalid: s.invalid.clone(),
+            builds_attempted: s.builds_attempted,
+            builds_succeeded: s.builds_succeeded,
+            builds_failed: s.builds_failed,
+            builds_cancelled: s.builds_cancelled,
+            paused: s.paused.clone(),
+            running: s
+                .in_flight
+                .as_ref()
+                .and_then(|f| s.builds.detail(f.build_id, now)),
+            failures: s.failures.clone(),
+            queue: s.queue.clone(),
+            queue_depth: s.queue_depth,
+            polls: s.polls.clone(),
+            newest_published: s
+                .published_versions
+                .iter()
+                .filter_map(|(r, v)| Some((r.clone(), v.first()?.clone())))
+                .collect(),
+            published_packages: s.published_packages,
+            repository_error: s.repository_error.clone(),
+            held: s.held.clone(),
+            sandbox: s.sandbox,
+            recent: s
+                .builds
+                .query(&q)
+                .into_iter()
+                .filter(|r| r.is_finished())
+                .take(recent)
+                .map(BuildSummary::from)
+                .collect(),
+        }
+    }
+
+    /// The farm's id.
+    pub fn farm_id(&self) -> String {
+        self.lock().farm_id.clone()
+    }
+
+    /// The previous and the next build of build `id`'s recipe.
+    pub fn build_neighbours(&self, id: u64) -> (Option<u64>, Option<u64>) {
+        self.lock().builds.neighbours(id)
     }
 }
 

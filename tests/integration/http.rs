@@ -556,12 +556,19 @@ fn head_matches_get_and_errors_are_plain_text() {
         "/builds/999/log",
         "/builds/abc/log",
         "/status/extra",
-        "/",
     ] {
         let r = d.get(path);
         assert_eq!(r.status, 404, "GET {path}: {}", r.text());
         plain(&r, path);
     }
+    // `/` is the console (tests/integration/console.rs), HEAD included.
+    let head = d.http("HEAD", "/", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     for (method, path) in [
         ("POST", "/status"),
         ("DELETE", "/healthz"),

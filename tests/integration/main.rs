@@ -8,6 +8,7 @@
 mod util;
 
 mod check;
+mod console;
 mod control;
 mod corpus;
 mod crash;
