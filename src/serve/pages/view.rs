@@ -508,10 +508,7 @@ impl Overview {
                     last_poll: poll.and_then(|p| p.last_at.as_deref()).and_then(parse_time),
                     poll_ok: poll.and_then(|p| p.last_at.as_ref().map(|_| p.ok)),
                     next_poll: poll.and_then(|p| p.next_at.as_deref()).and_then(parse_time),
-                    webhook: roster
-                        .recipes
-                        .get(id)
-                        .is_some_and(|r| r.watch.webhook),
+                    webhook: roster.recipes.get(id).is_some_and(|r| r.watch.webhook),
                 }
             })
             .collect();
