@@ -84,6 +84,7 @@
         el.parentNode.insertBefore(document.createTextNode(' '), el);
       }
     }
+    Control.expire();
     showUpdated();
   }
 
@@ -184,6 +185,7 @@
   // followed stays (with its scroll position) while it is the same build's.
   function swap(html) {
     var doc = new DOMParser().parseFromString(html, 'text/html');
+    var focus = Control.focused();
     var parts = document.querySelectorAll('[data-live][id]');
     for (var i = 0; i < parts.length; i++) {
       var old = parts[i];
@@ -212,7 +214,7 @@
     if (title) { document.title = title.textContent; }
     applyFilter();
     followAll();
-    Control.refresh();
+    Control.refresh(focus);
     tick();
   }
 
@@ -337,12 +339,269 @@
 
   // --- control actions ------------------------------------------------------
 
-  // The control API (DESIGN.md section 15) hooks in here: a token field in
-  // #control, kept in sessionStorage and sent as the Authorization header by
-  // fetch, and buttons on the rows that carry data-recipe, data-build and
-  // data-failure. refresh() is called after every swap so the buttons can
-  // be put back on the fresh rows.
-  var Control = { init: function () {}, refresh: function () {} };
+  // The control API (DESIGN.md section 15) from the page. The token is
+  // typed into the form this makes in #control, kept in this tab's
+  // sessionStorage (never in a cookie, so no other site can make the
+  // browser act) and sent by fetch as the Authorization header. The server
+  // marks where actions apply with empty, hidden elements carrying
+  // data-control (the target's URL), data-actions and data-name; with a
+  // token this fills them with buttons. Each answer is shown next to its
+  // buttons, and kept across refreshes for a minute; the latest one is also
+  // said in #control (a live region), where it stays when its row leaves
+  // the page (a cancelled build, a retried failure). The page itself then
+  // changes from /events as usual.
+  var Control = (function () {
+    var KEY = 'farmhand.control-token';
+    var KEEP_MS = 60000;
+    var LABELS = {
+      poll: 'Poll now', pause: 'Pause', resume: 'Resume',
+      cancel: 'Cancel build', retry: 'Retry now'
+    };
+    var WHY = {
+      401: 'wrong token', 403: 'control is off', 404: 'not found',
+      409: 'refused', 503: 'unavailable'
+    };
+    var memory = null; // the token, when sessionStorage is unavailable
+    var answers = {}; // data-control -> {text, error, at}
+    var sending = {}; // data-control -> true while a request is out
+    var slot = null;
+
+    function token() {
+      try { return window.sessionStorage.getItem(KEY) || memory; } catch (e) { return memory; }
+    }
+
+    function keep(t) {
+      memory = null;
+      try {
+        if (t) { window.sessionStorage.setItem(KEY, t); } else { window.sessionStorage.removeItem(KEY); }
+      } catch (e) { memory = t; }
+    }
+
+    function el(tag, attrs, text) {
+      var e = document.createElement(tag);
+      for (var k in attrs) { if (Object.prototype.hasOwnProperty.call(attrs, k)) { e.setAttribute(k, attrs[k]); } }
+      if (text) { e.textContent = text; }
+      return e;
+    }
+
+    // The token form, and what shows instead once a token is kept.
+    function makeForm() {
+      slot = document.getElementById('control');
+      if (!slot || !window.fetch) { return; }
+      var form = el('form', { id: 'control-form', 'class': 'control-form', 'aria-label': 'Control' });
+      form.appendChild(el('label', { 'for': 'control-token' }, 'Control token'));
+      // No name: the token never goes into a URL, even if the form were
+      // submitted the ordinary way.
+      form.appendChild(el('input', {
+        id: 'control-token', type: 'password', autocomplete: 'off',
+        spellcheck: 'false', size: '18', required: ''
+      }));
+      form.appendChild(el('button', { type: 'submit' }, 'Use token'));
+      var on = el('p', { id: 'control-on', 'class': 'control-on' });
+      on.appendChild(el('span', {}, 'Control on'));
+      on.appendChild(document.createTextNode(' '));
+      on.appendChild(el('button', { type: 'button', id: 'control-forget' }, 'Forget token'));
+      slot.appendChild(form);
+      slot.appendChild(on);
+      slot.appendChild(el('p', { id: 'control-said', 'class': 'control-said', role: 'status', hidden: '' }));
+      form.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        var input = document.getElementById('control-token');
+        var t = input.value.trim();
+        input.value = '';
+        if (t === '') { return; }
+        keep(t);
+        answers = {};
+        refresh();
+        document.getElementById('control-forget').focus();
+      });
+      document.getElementById('control-forget').addEventListener('click', function () {
+        keep(null);
+        answers = {};
+        say('', false);
+        refresh();
+        document.getElementById('control-token').focus();
+      });
+      slot.hidden = false;
+    }
+
+    function places() {
+      return document.querySelectorAll('[data-control][data-actions]');
+    }
+
+    function placesOf(base) {
+      var all = places();
+      var out = [];
+      for (var i = 0; i < all.length; i++) {
+        if (all[i].getAttribute('data-control') === base) { out.push(all[i]); }
+      }
+      return out;
+    }
+
+    // Pause and resume take one place: after a pause, focus moves to resume.
+    function slotOf(action) { return action === 'resume' ? 'pause' : action; }
+
+    function showAnswer(place) {
+      var out = place.querySelector('.control-answer');
+      if (!out) { return; }
+      var base = place.getAttribute('data-control');
+      var a = answers[base];
+      if (sending[base]) {
+        out.className = 'control-answer sending';
+        out.textContent = 'Sending…';
+      } else if (a && Date.now() - a.at < KEEP_MS) {
+        out.className = 'control-answer ' + (a.error ? 'error' : 'ok');
+        out.textContent = a.text;
+      } else {
+        out.className = 'control-answer';
+        out.textContent = '';
+      }
+      var buttons = place.querySelectorAll('button');
+      for (var i = 0; i < buttons.length; i++) {
+        // aria-disabled, not disabled: a disabled button would lose focus.
+        if (sending[base]) { buttons[i].setAttribute('aria-disabled', 'true'); } else { buttons[i].removeAttribute('aria-disabled'); }
+      }
+    }
+
+    function fill(place) {
+      var base = place.getAttribute('data-control');
+      var name = place.getAttribute('data-name') || base;
+      var actions = (place.getAttribute('data-actions') || '').split(' ');
+      place.textContent = '';
+      for (var i = 0; i < actions.length; i++) {
+        var action = actions[i];
+        if (!LABELS[action]) { continue; }
+        var b = el('button', {
+          type: 'button', 'class': 'act act-' + action, 'data-act': action,
+          'aria-label': LABELS[action] + ' (' + name + ')'
+        }, LABELS[action]);
+        place.appendChild(b);
+        place.appendChild(document.createTextNode(' '));
+      }
+      place.appendChild(el('span', { 'class': 'control-answer' }));
+      showAnswer(place);
+    }
+
+    // What has focus among the buttons, to give it back after a swap.
+    function focused() {
+      var a = document.activeElement;
+      if (!a || !a.getAttribute || !a.getAttribute('data-act')) { return null; }
+      var place = a.parentNode;
+      return { base: place.getAttribute('data-control'), slot: slotOf(a.getAttribute('data-act')) };
+    }
+
+    // Shows the form or the buttons; `focus` is what focused() said
+    // before the page's parts were swapped.
+    function refresh(focus) {
+      if (!slot) { return; }
+      var t = token();
+      document.getElementById('control-form').hidden = !!t;
+      document.getElementById('control-on').hidden = !t;
+      // Every place, and the column headers, show with a token; only the
+      // places get buttons.
+      var cells = document.querySelectorAll('.actions');
+      for (var i = 0; i < cells.length; i++) {
+        cells[i].hidden = !t;
+        if (cells[i].hasAttribute('data-actions')) {
+          if (t) { fill(cells[i]); } else { cells[i].textContent = ''; }
+        }
+      }
+      if (t && focus && (!document.activeElement || document.activeElement === body)) {
+        var list = placesOf(focus.base);
+        for (var j = 0; j < list.length; j++) {
+          var buttons = list[j].querySelectorAll('button');
+          for (var k = 0; k < buttons.length; k++) {
+            if (slotOf(buttons[k].getAttribute('data-act')) === focus.slot) { buttons[k].focus(); return; }
+          }
+        }
+      }
+    }
+
+    // The latest answer, in #control.
+    function say(text, error) {
+      var p = document.getElementById('control-said');
+      if (!p) { return; }
+      p.className = 'control-said' + (error ? ' error' : '');
+      p.textContent = text;
+      p.hidden = text === '';
+    }
+
+    function answered(base, label, text, error) {
+      delete sending[base];
+      say(label + ': ' + text, error);
+      answers[base] = { text: text, error: error, at: Date.now() };
+      var list = placesOf(base);
+      for (var i = 0; i < list.length; i++) { showAnswer(list[i]); }
+    }
+
+    function send(base, action, name) {
+      var t = token();
+      if (!t || sending[base]) { return; }
+      var label = LABELS[action] + ' (' + name + ')';
+      sending[base] = true;
+      var list = placesOf(base);
+      for (var i = 0; i < list.length; i++) { showAnswer(list[i]); }
+      var status = 0;
+      var p;
+      try {
+        p = fetch(base + '/' + action, {
+          method: 'POST',
+          headers: { Authorization: 'Bearer ' + t },
+          credentials: 'omit',
+          cache: 'no-store'
+        });
+      } catch (e) {
+        p = Promise.reject(e);
+      }
+      p.then(function (r) {
+        status = r.status;
+        return r.text();
+      }).then(function (text) {
+        text = text.trim();
+        if (status >= 200 && status < 300) {
+          var message = text;
+          try { message = JSON.parse(text).message || text; } catch (e) { /* plain text */ }
+          answered(base, label, message, false);
+          // The change arrives from /events; without an event stream,
+          // this shows it at once.
+          refreshSoon(300);
+        } else {
+          answered(base, label, 'Error ' + status + ' (' + (WHY[status] || 'refused') + '): ' + text, true);
+        }
+      }).catch(function (e) {
+        answered(base, label, status ? 'Error ' + status : 'Error: not sent (' +
+          (e && e.message ? e.message : 'the daemon cannot be reached') + ')', true);
+      });
+    }
+
+    function init() {
+      makeForm();
+      if (!slot) { return; }
+      // One listener for every button, whichever swap made it.
+      document.addEventListener('click', function (ev) {
+        var b = ev.target.closest ? ev.target.closest('button[data-act]') : null;
+        if (!b || !b.parentNode.hasAttribute('data-control')) { return; }
+        var place = b.parentNode;
+        send(place.getAttribute('data-control'), b.getAttribute('data-act'),
+          place.getAttribute('data-name') || place.getAttribute('data-control'));
+      });
+      refresh();
+    }
+
+    // Answers older than KEEP_MS leave the page.
+    function expire() {
+      var now = Date.now();
+      for (var base in answers) {
+        if (Object.prototype.hasOwnProperty.call(answers, base) && now - answers[base].at >= KEEP_MS) {
+          delete answers[base];
+          var list = placesOf(base);
+          for (var i = 0; i < list.length; i++) { showAnswer(list[i]); }
+        }
+      }
+    }
+
+    return { init: init, refresh: refresh, focused: focused, expire: expire };
+  })();
 
   // --- start ------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 //! its headers and content negotiation over plain HTTP, and, in a real
 //! headless Chromium driven over WebDriver (fantoccini), a live overview
 //! that follows a build without a reload, failures with a countdown, the
-//! same facts with JavaScript off, a hidden tab that stops asking, and
-//! hostile text shown literally.
+//! same facts with JavaScript off, a hidden tab that stops asking,
+//! hostile text shown literally, and the control buttons (section 15): the
+//! token field, pause, resume, poll, cancel and retry from the page, a
+//! wrong token's 401 and a disabled API's 403 shown inline.
 //!
 //! Chromium and chromedriver come from Debian (`chromium`,
 //! `chromium-driver`; `.ci/run` installs them). Where they are missing the
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -200,15 +203,31 @@ async fn set_visibility(c: &Client, state: &str) {
 /// Saves a screenshot under the target dir, and under
 /// `$FARMHAND_SCREENSHOTS` when set.
 async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
+    save_png(name, &c.screenshot().await.expect("screenshot"));
+}
+
+/// Saves a screenshot of the first element matching `css`, as
+/// [`screenshot`] does.
+async fn screenshot_of(c: &Client, css: &str, name: &str) {
+    c.execute(
+        "document.querySelector(arguments[0]).scrollIntoView(); return 1;",
+        vec![json!(css)],
+    )
+    .await
+    .expect("script runs");
+    let e = c.find(Locator::Css(css)).await.expect("the element");
+    save_png(name, &e.screenshot().await.expect("screenshot"));
+}
+
+fn save_png(name: &str, png: &[u8]) {
     assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(name), &png).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
     if let Some(out) = std::env::var_os("FARMHAND_SCREENSHOTS") {
         let out = PathBuf::from(out);
         std::fs::create_dir_all(&out).unwrap();
-        std::fs::write(out.join(name), &png).unwrap();
+        std::fs::write(out.join(name), png).unwrap();
     }
 }
 
@@ -245,17 +264,21 @@ const FAILING: &str = "#!/bin/sh\necho \"checking for a C compiler... cc\"\n\
                        exit 2\n";
 
 /// A farm with three quick recipes, one that fails, one invalid, and
-/// busybox, whose second version is built slowly on a webhook.
+/// busybox, whose second version is built slowly on a webhook; with
+/// `control`, the control API is on with [`TOKEN`].
 struct ShowFarm {
     farm: Farm,
     busybox: Upstream,
     daemon: Daemon,
 }
 
-fn show_farm() -> ShowFarm {
+fn show_farm(control: bool) -> ShowFarm {
     let mut farm = Farm::new();
     farm.http = true;
     farm.write_config("[backoff]\nschedule = [\"10m\"]\n");
+    if control {
+        turn_control_on(&farm);
+    }
     let up = |name: &str, tags: &[&str]| {
         let u = Upstream::new(&farm.root.join("upstreams").join(name));
         for t in tags {
@@ -287,6 +310,27 @@ fn show_farm() -> ShowFarm {
         busybox,
         daemon,
     }
+}
+
+/// The control token of the farms with the control API on.
+const TOKEN: &str = "console-0123456789abcdef0123456789abcdef";
+
+/// Names the token file `control-token` (holding [`TOKEN`], mode 0600) in
+/// the farm's `[http]` section.
+fn turn_control_on(farm: &Farm) {
+    use std::os::unix::fs::PermissionsExt;
+    let line = "webhook_secret_file = \"webhook-secret\"\n";
+    let text = std::fs::read_to_string(farm.config_path()).unwrap();
+    assert!(text.contains(line));
+    let text = text.replacen(
+        line,
+        &format!("{line}control_token_file = \"control-token\"\n"),
+        1,
+    );
+    std::fs::write(farm.config_path(), text).unwrap();
+    let p = farm.root.join("control-token");
+    std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The id of the newest build of `recipe` in `/builds`.
@@ -392,7 +436,7 @@ fn overview_follows_a_build_live_in_a_browser() {
     let Some(driver) = Driver::start("overview_follows_a_build_live_in_a_browser") else {
         return;
     };
-    let show = show_farm();
+    let show = show_farm(false);
     let d = &show.daemon;
     let addr = d.addr.clone().unwrap();
     let base = format!("http://{addr}");
@@ -755,10 +799,344 @@ fi
             }
         }
         assert_eq!(failed, 1, "the build with the hostile file name failed");
+
+        // With the control API off, a button answers 403 naming the key.
+        c.goto(&format!("{base}/")).await.unwrap();
+        c.execute(
+            "sessionStorage.setItem('farmhand.control-token', arguments[0]); return 1;",
+            vec![json!(TOKEN)],
+        )
+        .await
+        .unwrap();
+        c.refresh().await.unwrap();
+        click(&c, "tr[data-recipe=evil] button[data-act=pause]").await;
+        let said = wait_text(&c, "tr[data-recipe=evil] .control-answer", "the 403", |t| {
+            t.contains("403")
+        })
+        .await;
+        assert!(said.contains("set [http].control_token_file"), "{said}");
+        assert_eq!(d.status()["paused"], json!([]));
         c.goto(&format!("{base}/recipes/evil")).await.unwrap();
         assert!(text(&c, "#settings")
             .await
             .contains("<script>window.pwned=7</script>"));
+        c.close().await.unwrap();
+    });
+}
+
+/// Clicks the first element matching `css` once there is one (again when
+/// a refresh replaced it between finding and clicking).
+async fn click(c: &Client, css: &str) {
+    let start = Instant::now();
+    loop {
+        let clicked = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await.map(drop),
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(e) if start.elapsed() > T => panic!("cannot click {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The labels of the control buttons shown in `css`.
+async fn buttons(c: &Client, css: &str) -> serde_json::Value {
+    c.execute(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' button[data-act]'))\
+           .filter(function (b) { return b.offsetParent !== null; })\
+           .map(function (b) { return b.textContent; });",
+        vec![json!(css)],
+    )
+    .await
+    .expect("script runs")
+}
+
+/// Types `token` into the control field and submits it.
+async fn enter_token(c: &Client, token: &str) {
+    c.find(Locator::Css("#control-token"))
+        .await
+        .expect("the control field")
+        .send_keys(token)
+        .await
+        .unwrap();
+    click(c, "#control-form button[type=submit]").await;
+}
+
+#[test]
+fn control_buttons_act_on_the_farm_from_a_browser() {
+    let Some(driver) = Driver::start("control_buttons_act_on_the_farm_from_a_browser") else {
+        return;
+    };
+    let show = show_farm(true);
+    let d = &show.daemon;
+    let base = format!("http://{}", d.addr.clone().unwrap());
+
+    // As sent, the pages hold no control button (the one button is the
+    // filter form's): without JavaScript they are read-only.
+    let page = d.get("/").text();
+    assert_eq!(page.matches("<button").count(), 1, "{page}");
+    assert!(page.contains("data-control=\"/recipes/zlib\""), "{page}");
+
+    let profile = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let c = driver.session(profile.path(), true).await;
+        c.goto(&format!("{base}/")).await.unwrap();
+        wait_text(&c, "#live-state", "the event stream", |t| {
+            t.starts_with("Live")
+        })
+        .await;
+
+        // The control field, and no button until a token is entered.
+        assert!(c
+            .find(Locator::Css("#control-token"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap());
+        assert_eq!(buttons(&c, "main").await, json!([]));
+        assert!(text(&c, "#control").await.contains("Control token"));
+        screenshot_of(&c, "header.top", "control-token.png").await;
+
+        // A wrong token: the 401 shows next to the button; nothing is done.
+        enter_token(&c, "not-the-token-not-the-token-not-the-token").await;
+        click(&c, "tr[data-recipe=zlib] button[data-act=pause]").await;
+        let said = wait_text(&c, "tr[data-recipe=zlib] .control-answer", "the 401", |t| {
+            t.contains("401")
+        })
+        .await;
+        screenshot_of(&c, "#recipes", "control-wrong-token.png").await;
+        assert_eq!(
+            eval(&c, "return Array.from(document.querySelectorAll('th.actions')).map(function (e) { return e.textContent; });").await,
+            json!(["Actions", "Actions"])
+        );
+        assert!(said.contains("wrong control token"), "{said}");
+        assert!(
+            eval(
+                &c,
+                "return document.querySelector('tr[data-recipe=zlib] .control-answer').className;"
+            )
+            .await
+            .as_str()
+            .unwrap()
+            .contains("error"),
+            "shown as an error"
+        );
+        assert_eq!(d.status()["paused"], json!([]));
+
+        // Forgetting it takes the buttons away.
+        click(&c, "#control-forget").await;
+        assert_eq!(buttons(&c, "main").await, json!([]));
+        assert_eq!(
+            eval(
+                &c,
+                "return sessionStorage.getItem('farmhand.control-token');"
+            )
+            .await,
+            json!(null)
+        );
+
+        // The right token: kept in the tab's sessionStorage, never a cookie.
+        enter_token(&c, TOKEN).await;
+        assert_eq!(
+            eval(
+                &c,
+                "return sessionStorage.getItem('farmhand.control-token');"
+            )
+            .await,
+            json!(TOKEN)
+        );
+        let cookie = eval(&c, "return document.cookie;").await;
+        assert!(!cookie.as_str().unwrap().contains(TOKEN), "{cookie}");
+        assert_eq!(
+            eval(&c, "return document.getElementById('control-token').value;").await,
+            json!("")
+        );
+
+        // Buttons where the actions apply: none on the invalid recipe.
+        assert_eq!(
+            buttons(&c, "tr[data-recipe=zlib]").await,
+            json!(["Poll now", "Pause"])
+        );
+        assert_eq!(buttons(&c, "tr[data-recipe=nginx]").await, json!([]));
+        assert_eq!(
+            buttons(&c, "#failures tr[data-failure='musl@1.2.5-1']").await,
+            json!(["Retry now"])
+        );
+        assert_eq!(
+            buttons(&c, "#in-flight").await,
+            json!([]),
+            "idle: nothing to cancel"
+        );
+        assert_eq!(
+            c.find(Locator::Css("tr[data-recipe=zlib] button[data-act=pause]"))
+                .await
+                .unwrap()
+                .attr("aria-label")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("Pause (zlib)")
+        );
+
+        // Pause, from the keyboard: the row says paused, /status lists it,
+        // the answer stays next to the button, which is now resume (and
+        // keeps the focus).
+        c.find(Locator::Css("tr[data-recipe=zlib] button[data-act=pause]"))
+            .await
+            .unwrap()
+            .send_keys(&Key::Enter)
+            .await
+            .unwrap();
+        wait_text(&c, "tr[data-recipe=zlib] .badge", "zlib paused", |t| {
+            t == "paused"
+        })
+        .await;
+        d.wait_status(T, "zlib paused", |s| s["paused"] == json!(["zlib"]));
+        let said = wait_text(
+            &c,
+            "tr[data-recipe=zlib] .control-answer",
+            "the answer",
+            |t| t.contains("paused zlib"),
+        )
+        .await;
+        assert!(!said.contains("Error"), "{said}");
+        assert_eq!(buttons(&c, "tr[data-recipe=zlib]").await, json!(["Resume"]));
+        let start = Instant::now();
+        while eval(
+            &c,
+            "return document.activeElement.getAttribute('data-act');",
+        )
+        .await
+            != json!("resume")
+        {
+            assert!(start.elapsed() < T, "the focus moves to resume");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // A new busybox version builds slowly: cancel is offered on the
+        // build in flight.
+        show.busybox.release("v1.36.1");
+        let r = d.webhook(
+            "push",
+            "d-1",
+            &push_payload(&show.busybox.url(), "v1.36.1"),
+            SECRET,
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        wait_text(&c, "#in-flight", "the build in flight", |t| {
+            t.contains("Building busybox 1.36.1-1")
+        })
+        .await;
+        wait_text(&c, "#log-tail", "the build waiting", |t| {
+            t.contains("waiting for the gate")
+        })
+        .await;
+        assert_eq!(buttons(&c, "#in-flight").await, json!(["Cancel build"]));
+        // Tall enough to show the header down to the recipes.
+        c.set_window_size(1200, 2000).await.unwrap();
+        eval(&c, "window.scrollTo(0, 0); return 1;").await;
+        screenshot(&c, "overview-control.png").await;
+        c.set_window_size(1200, 1000).await.unwrap();
+
+        // Resume undoes the pause.
+        click(&c, "tr[data-recipe=zlib] button[data-act=resume]").await;
+        wait_text(&c, "tr[data-recipe=zlib] .badge", "zlib resumed", |t| {
+            t != "paused"
+        })
+        .await;
+        d.wait_status(T, "zlib resumed", |s| s["paused"] == json!([]));
+        wait_text(
+            &c,
+            "tr[data-recipe=zlib] .control-answer",
+            "the answer",
+            |t| t.contains("zlib resumed"),
+        )
+        .await;
+
+        // Poll now.
+        click(&c, "tr[data-recipe=figlet] button[data-act=poll]").await;
+        wait_text(
+            &c,
+            "tr[data-recipe=figlet] .control-answer",
+            "the answer",
+            |t| t.contains("polling figlet"),
+        )
+        .await;
+
+        // The running build's page offers cancel too; the token is still
+        // there after navigating.
+        let busy = build_id(d, "busybox");
+        c.goto(&format!("{base}/builds/{busy}")).await.unwrap();
+        assert_eq!(buttons(&c, "#build-summary").await, json!(["Cancel build"]));
+        c.goto(&format!("{base}/")).await.unwrap();
+
+        // Cancel: the build ends cancelled, in the timeline; the answer
+        // stays in the header once the in-flight part has gone.
+        click(&c, "#in-flight button[data-act=cancel]").await;
+        let tl = wait_text(&c, "#timeline li", "the cancelled build", |t| {
+            t.contains("busybox 1.36.1-1")
+        })
+        .await;
+        assert!(tl.contains("cancelled"), "{tl}");
+        wait_text(&c, "#in-flight", "idle", |t| t.contains("Idle")).await;
+        let said = text(&c, "#control-said").await;
+        assert!(said.contains(&format!("cancelling build {busy}")), "{said}");
+        let b: serde_json::Value = serde_json::from_slice(&d.get("/builds").body).unwrap();
+        assert_eq!(b[0]["id"], busy);
+        assert_eq!(b[0]["state"], "cancelled");
+        assert_eq!(
+            buttons(&c, "#failures tr[data-failure='busybox@1.36.1-1']").await,
+            json!(["Retry now"]),
+            "the cancelled build is in backoff"
+        );
+
+        // Retry: the failed version is built again at once (and fails again,
+        // entering backoff anew).
+        let attempted = d.status()["builds_attempted"].as_u64().unwrap();
+        click(
+            &c,
+            "#failures tr[data-failure='musl@1.2.5-1'] button[data-act=retry]",
+        )
+        .await;
+        wait_text(&c, "#control-said", "the answer", |t| {
+            t.contains("retrying musl@1.2.5-1")
+        })
+        .await;
+        let tl = wait_text(&c, "#timeline li", "musl built again", |t| {
+            t.contains("musl 1.2.5-1")
+        })
+        .await;
+        assert!(tl.contains("failed"), "{tl}");
+        d.wait_status(T, "the retry", |s| {
+            s["builds_attempted"].as_u64() == Some(attempted + 1) && s["in_flight"].is_null()
+        });
+        let builds: serde_json::Value = serde_json::from_slice(&d.get("/builds").body).unwrap();
+        let musl = builds
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["recipe"] == "musl")
+            .count();
+        assert_eq!(musl, 2, "{builds}");
+        wait_text(&c, "#failures", "musl in backoff again", |t| {
+            t.contains("musl@1.2.5-1")
+        })
+        .await;
+
+        // The recipe page: poll and pause, retry on its backoff entry.
+        c.goto(&format!("{base}/recipes/musl")).await.unwrap();
+        assert_eq!(
+            buttons(&c, "#recipe-summary").await,
+            json!(["Poll now", "Pause"])
+        );
+        assert_eq!(buttons(&c, "#backoff").await, json!(["Retry now"]));
+        click(&c, "#recipe-summary button[data-act=pause]").await;
+        wait_text(&c, "#recipe-title", "musl paused", |t| t.contains("paused")).await;
+        assert_eq!(buttons(&c, "#recipe-summary").await, json!(["Resume"]));
+        d.wait_status(T, "musl paused", |s| s["paused"] == json!(["musl"]));
         c.close().await.unwrap();
     });
 }

@@ -6,12 +6,19 @@
 //! script refreshes carry `data-live` and an `id`; times carry their RFC
 //! 3339 value in `datetime` so the script can tick them between refreshes
 //! (`data-since`: elapsed, `data-countdown` and `data-rel`: relative).
+//!
+//! The pages hold no control button. Where an operator could act (DESIGN.md
+//! section 15), an empty, hidden element says which actions apply and on
+//! what (`data-control`, `data-actions`, [`controls`]); the script makes the
+//! buttons there once a control token is entered. Without JavaScript, and
+//! until a token is entered, every page is read-only.
 
 use std::time::SystemTime;
 
 use maud::{html, Markup, DOCTYPE};
 
 use crate::model::build::BuildState;
+use crate::model::control::ControlAction;
 use crate::model::time::rfc3339;
 use crate::serve::pages::assets;
 use crate::serve::pages::view::{
@@ -100,6 +107,47 @@ fn recipe_link(id: &str) -> Markup {
     html! { a href={"/recipes/" (id)} { (id) } }
 }
 
+/// `s` as one URL path segment: everything but ASCII letters, digits and
+/// `-._~@+:` percent-encoded.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@+:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Where the script puts the buttons of `actions`, which act on `name`
+/// by `POST {base}/{action}`: an empty, hidden table cell (`cell`) or
+/// block. With no action it is still there, to keep a table's columns.
+fn controls(cell: bool, base: &str, name: &str, actions: &[ControlAction]) -> Markup {
+    let list = (!actions.is_empty()).then(|| {
+        actions
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let base = list.as_ref().map(|_| base);
+    let name = list.as_ref().map(|_| name);
+    html! {
+        @if cell {
+            td.actions hidden data-control=[base] data-name=[name] data-actions=[list] {}
+        } @else {
+            div.actions hidden data-control=[base] data-name=[name] data-actions=[list] {}
+        }
+    }
+}
+
+/// The header of a table's control column, hidden like its cells.
+fn controls_header() -> Markup {
+    html! { th.actions scope="col" hidden { "Actions" } }
+}
+
 /// The page around `content`: head, header with the live indicator and
 /// the unreachable banner, footer.
 fn layout(title: &str, farm_id: &str, page: &str, live: Live, content: Markup) -> Markup {
@@ -126,8 +174,9 @@ fn layout(title: &str, farm_id: &str, page: &str, live: Live, content: Markup) -
                     p #live .live role="status" {
                         span #live-state { "Server-rendered at " (rfc3339(live.now)) }
                     }
-                    // The control token field and its buttons (section 15
-                    // of the design) go here, in their own element.
+                    // The control token form (section 15 of the design):
+                    // made and shown by the script; without JavaScript the
+                    // page is read-only.
                     div #control .control hidden {}
                 }
                 div #banner .banner role="alert" hidden {
@@ -176,6 +225,8 @@ fn running_section(r: &Running, now: SystemTime) -> Markup {
     let b = &r.build;
     html! {
         h2 #in-flight-title { "Building " (b.recipe) " " (b.version) }
+        (controls(false, &format!("/builds/{}", b.id),
+            &format!("#{} {} {}", b.id, b.recipe, b.version), &[ControlAction::Cancel]))
         dl.meta {
             dt { "Build" } dd { (build_link(b)) }
             dt { "Recipe" } dd { (recipe_link(&b.recipe)) }
@@ -225,6 +276,7 @@ fn failure_table(failures: &[FailureRow], now: SystemTime) -> Markup {
                         th scope="col" { "Failures in a row" }
                         th scope="col" { "Next retry" }
                         th scope="col" { "Last error" }
+                        (controls_header())
                     } }
                     tbody {
                         @for f in failures {
@@ -236,6 +288,7 @@ fn failure_table(failures: &[FailureRow], now: SystemTime) -> Markup {
                                     (relative(f.next_retry, now))
                                 } }
                                 td { code.error { (f.error) } }
+                                (controls(true, &format!("/failures/{}", segment(&f.key)), &f.key, &f.actions))
                             }
                         }
                     }
@@ -365,12 +418,18 @@ pub fn overview(o: &Overview) -> Markup {
                             th scope="col" { "Last poll" }
                             th scope="col" { "Next poll" }
                             th scope="col" { "Webhook" }
+                            (controls_header())
                         } }
                         tbody {
                             @for r in &o.recipes {
                                 tr data-recipe=(r.id) {
                                     td { (recipe_link(&r.id)) }
-                                    td { (recipe_badge(r.state)) }
+                                    td {
+                                        (recipe_badge(r.state))
+                                        @if r.paused && r.state != RecipeState::Paused {
+                                            " " (recipe_badge(RecipeState::Paused))
+                                        }
+                                    }
                                     td { @match &r.published { Some(v) => (v), None => span.muted { "—" } } }
                                     td {
                                         (when(r.last_poll, now))
@@ -378,6 +437,7 @@ pub fn overview(o: &Overview) -> Markup {
                                     }
                                     td { (when(r.next_poll, now)) }
                                     td { (if r.webhook { "on" } else { "off" }) }
+                                    (controls(true, &format!("/recipes/{}", segment(&r.id)), &r.id, &r.actions))
                                 }
                             }
                         }
@@ -456,6 +516,10 @@ pub fn build(p: &BuildPage) -> Markup {
         }
         section #build-summary data-live aria-labelledby="build-title" {
             h1 #build-title { "Build #" (b.id) ": " (b.recipe) " " (b.version) " " (state_badge(b.state)) }
+            @if running {
+                (controls(false, &format!("/builds/{}", b.id),
+                    &format!("#{} {} {}", b.id, b.recipe, b.version), &[ControlAction::Cancel]))
+            }
             dl.meta {
                 dt { "Recipe" } dd { (recipe_link(&b.recipe)) }
                 dt { "Version" } dd { (b.version) }
@@ -526,7 +590,13 @@ pub fn recipe(p: &RecipePage) -> Markup {
             a href="/" { "Overview" } " › " span { "recipe " (p.id) }
         }
         section #recipe-summary data-live data-recipe=(p.id) aria-labelledby="recipe-title" {
-            h1 #recipe-title { (p.id) " " (recipe_badge(p.state)) }
+            h1 #recipe-title {
+                (p.id) " " (recipe_badge(p.state))
+                @if p.paused && p.state != RecipeState::Paused {
+                    " " (recipe_badge(RecipeState::Paused))
+                }
+            }
+            (controls(false, &format!("/recipes/{}", segment(&p.id)), &p.id, &p.actions))
             @if let Some(e) = &p.invalid {
                 div.failure { h2 { "Invalid recipe" } pre.error { (e) } }
             }
@@ -736,6 +806,114 @@ mod tests {
                 "only the console's own script"
             );
         }
+    }
+
+    fn watched(id: &str) -> std::sync::Arc<crate::model::recipe::Recipe> {
+        let dir = std::path::Path::new("/srv/recipes").join(id);
+        let text = "[upstream]\ngit = 'https://example.org/z.git'\ntag_pattern = '^v(.*)$'\n";
+        std::sync::Arc::new(
+            crate::model::recipe::parse_recipe(
+                id,
+                &dir,
+                &dir.join("recipe.toml"),
+                crate::model::recipe::RecipeFile::Farmhand,
+                text,
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn pages_say_where_control_buttons_go_and_hold_none() {
+        let now = SystemTime::now();
+        let mut s = hostile_snapshot();
+        s.recipes = vec!["evil".into(), "zlib".into()];
+        s.paused = vec!["evil".into()];
+        s.failures.insert(
+            BuildKey::new("bad", "2.0-1"),
+            FailureRecord {
+                failures: 1,
+                next_retry: now,
+                error: "x".into(),
+                tag: "v2.0".into(),
+            },
+        );
+        let mut roster = Roster::default();
+        for id in ["evil", "zlib"] {
+            roster.recipes.insert(id.into(), watched(id));
+        }
+        let o = view::Overview::new(&s, &roster, "", String::new(), now);
+        let page = super::overview(&o).into_string();
+        let place = |base: &str, name: &str, actions: &str| {
+            format!(
+                "class=\"actions\" hidden data-control=\"{base}\" data-name=\"{name}\" \
+                 data-actions=\"{actions}\"></"
+            )
+        };
+        for want in [
+            place("/recipes/zlib", "zlib", "poll pause"),
+            // Paused while its build runs: resume, and it says paused.
+            place("/recipes/evil", "evil", "resume"),
+            place("/builds/3", "#3 evil 1.0.0-1", "cancel"),
+            place("/failures/evil@1.0.0-1", "evil@1.0.0-1", "retry"),
+        ] {
+            assert!(page.contains(&want), "{want} in {page}");
+        }
+        assert!(page.contains(
+            "recipe-building\">building</span> <span class=\"badge recipe-paused\">paused"
+        ));
+        // The invalid recipe's row and failure get none, but keep the column.
+        assert_eq!(page.matches("data-actions=\"retry\"").count(), 1);
+        assert_eq!(
+            page.matches("<td class=\"actions\" hidden></td>").count(),
+            2
+        );
+        assert_eq!(
+            page.matches("<th class=\"actions\" scope=\"col\" hidden>")
+                .count(),
+            2
+        );
+        // Every place is hidden; the only button is the filter form's.
+        assert_eq!(
+            page.matches("class=\"actions\"").count(),
+            page.matches("class=\"actions\" hidden").count() + 2
+        );
+        assert_eq!(page.matches("<button").count(), 1, "{page}");
+        let slot = page.split("id=\"control\"").nth(1).unwrap();
+        assert!(
+            slot.split("</div>").next().unwrap().ends_with(" hidden>"),
+            "the token form's slot is empty and hidden: {slot}"
+        );
+
+        // A running build's page offers cancel; a finished one's does not.
+        let running = view::BuildPage::new(
+            "farm",
+            &detail(3, BuildState::Running),
+            (None, None),
+            String::new(),
+            false,
+            now,
+        );
+        let page = super::build(&running).into_string();
+        assert!(page.contains(&place("/builds/3", "#3 evil 1.0.0-1", "cancel")));
+        assert!(!page.contains("<button"));
+        let done = view::BuildPage::new(
+            "farm",
+            &detail(2, BuildState::Failed),
+            (None, None),
+            String::new(),
+            false,
+            now,
+        );
+        assert!(!super::build(&done).into_string().contains("data-actions"));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("musl@1.2.5-1"), "musl@1.2.5-1");
+        assert_eq!(segment("g++@1:2.0~rc1-1"), "g++@1:2.0~rc1-1");
+        assert_eq!(segment("a/b c%?#\"é"), "a%2Fb%20c%25%3F%23%22%C3%A9");
     }
 
     #[test]

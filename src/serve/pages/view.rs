@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::model::build::{BuildKey, BuildState, Phase, Trigger};
+use crate::model::control::ControlAction;
 use crate::model::recipe::{Backlog, Recipe, Roster};
 use crate::serve::api::RecipeDoc;
 use crate::serve::builds::{BuildDetail, BuildSummary};
@@ -164,6 +165,9 @@ pub struct FailureRow {
     pub next_retry: SystemTime,
     /// The last error.
     pub error: String,
+    /// What an operator can do about it: retry, unless its recipe is
+    /// invalid now (the farm would refuse).
+    pub actions: Vec<ControlAction>,
 }
 
 /// A version waiting to be built.
@@ -196,6 +200,10 @@ pub struct RecipeRow {
     pub next_poll: Option<SystemTime>,
     /// Whether it takes webhooks.
     pub webhook: bool,
+    /// Whether an operator paused it (also while it builds or is invalid).
+    pub paused: bool,
+    /// The control actions that apply to it ([`recipe_actions`]).
+    pub actions: Vec<ControlAction>,
 }
 
 /// The overview, `/`.
@@ -337,6 +345,10 @@ pub struct RecipePage {
     pub next_poll: Option<SystemTime>,
     /// Its backoff entries.
     pub failures: Vec<FailureRow>,
+    /// Whether an operator paused it.
+    pub paused: bool,
+    /// The control actions that apply to it ([`recipe_actions`]).
+    pub actions: Vec<ControlAction>,
 }
 
 fn parse_time(s: &str) -> Option<SystemTime> {
@@ -430,7 +442,21 @@ pub fn timeline(d: &BuildDetail, now: SystemTime) -> Vec<PhaseRow> {
         .collect()
 }
 
-fn failure_row(key: &str, f: &FailureView) -> FailureRow {
+/// The control actions that apply to a recipe (`recipe` is its parsed
+/// file, `None` when invalid): none for an invalid recipe (the farm
+/// refuses them all); resume when paused (a paused recipe is not polled);
+/// otherwise poll, when it has an upstream to poll, and pause.
+pub fn recipe_actions(recipe: Option<&Recipe>, paused: bool) -> Vec<ControlAction> {
+    match recipe {
+        None => Vec::new(),
+        Some(_) if paused => vec![ControlAction::Resume],
+        Some(r) if r.is_watched() => vec![ControlAction::Poll, ControlAction::Pause],
+        Some(_) => vec![ControlAction::Pause],
+    }
+}
+
+/// A backoff entry; `retryable` when its recipe is valid.
+fn failure_row(key: &str, f: &FailureView, retryable: bool) -> FailureRow {
     let (recipe, version) = key
         .parse::<BuildKey>()
         .map(|k| (k.recipe, k.version))
@@ -442,6 +468,11 @@ fn failure_row(key: &str, f: &FailureView) -> FailureRow {
         failures: f.failures,
         next_retry: parse_time(&f.next_retry).unwrap_or(SystemTime::UNIX_EPOCH),
         error: f.error.clone().unwrap_or_default(),
+        actions: if retryable {
+            vec![ControlAction::Retry]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -498,6 +529,11 @@ impl Overview {
             .filter(|id| matches(id, &filter))
             .map(|id| {
                 let poll = s.polls.get(id);
+                let paused = s.paused.binary_search(id).is_ok();
+                let recipe = roster
+                    .recipes
+                    .get(id)
+                    .filter(|_| !s.invalid.contains_key(id));
                 RecipeRow {
                     id: id.clone(),
                     state: states
@@ -509,6 +545,8 @@ impl Overview {
                     poll_ok: poll.and_then(|p| p.last_at.as_ref().map(|_| p.ok)),
                     next_poll: poll.and_then(|p| p.next_at.as_deref()).and_then(parse_time),
                     webhook: roster.recipes.get(id).is_some_and(|r| r.watch.webhook),
+                    paused,
+                    actions: recipe_actions(recipe.map(|r| &**r), paused),
                 }
             })
             .collect();
@@ -541,7 +579,10 @@ impl Overview {
             failures: s
                 .failures
                 .iter()
-                .map(|(k, v)| failure_row(&k.to_string(), &FailureView::from(v)))
+                .map(|(k, v)| {
+                    let valid = !s.invalid.contains_key(&k.recipe);
+                    failure_row(&k.to_string(), &FailureView::from(v), valid)
+                })
                 .collect(),
             recipes,
             recipes_total: s.recipes.len() + s.invalid.len(),
@@ -642,7 +683,13 @@ impl RecipePage {
             builds: a.builds.iter().map(build_row).collect(),
             polls: a.polls.iter().map(poll_row).collect(),
             next_poll,
-            failures: a.failures.iter().map(|(k, v)| failure_row(k, v)).collect(),
+            failures: a
+                .failures
+                .iter()
+                .map(|(k, v)| failure_row(k, v, recipe.is_some()))
+                .collect(),
+            paused: doc.paused,
+            actions: recipe_actions(recipe, doc.paused),
         }
     }
 }
@@ -668,6 +715,37 @@ mod tests {
             words(phase_rows(BuildState::Succeeded, None)),
             ["done", "done", "done", "done", "done"]
         );
+    }
+
+    /// A valid recipe parsed from `text`.
+    fn recipe(id: &str, text: &str) -> Recipe {
+        let dir = std::path::Path::new("/srv/recipes").join(id);
+        crate::model::recipe::parse_recipe(
+            id,
+            &dir,
+            &dir.join("recipe.toml"),
+            crate::model::recipe::RecipeFile::Farmhand,
+            text,
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    /// A recipe with an upstream to poll.
+    const WATCHED: &str =
+        "[upstream]\ngit = 'https://example.org/z.git'\ntag_pattern = '^v(.*)$'\n";
+
+    #[test]
+    fn control_actions_apply_where_the_farm_takes_them() {
+        use ControlAction::{Pause, Poll, Resume};
+        let watched = recipe("zlib", WATCHED);
+        let unwatched = recipe("local", "[meta]\nlicense = 'MIT'\n");
+        assert_eq!(recipe_actions(Some(&watched), false), [Poll, Pause]);
+        assert_eq!(recipe_actions(Some(&watched), true), [Resume]);
+        assert_eq!(recipe_actions(Some(&unwatched), false), [Pause]);
+        assert_eq!(recipe_actions(Some(&unwatched), true), [Resume]);
+        assert_eq!(recipe_actions(None, false), []);
+        assert_eq!(recipe_actions(None, true), []);
     }
 
     #[test]
