@@ -3,6 +3,8 @@
 //! `/recipes/{id}`, `/events`, `POST /webhooks/github` and the control API
 //! (`serve::control`).
 //!
+//! [`route`] decides where a request goes from its method, path and query
+//! alone; it is pure, total and fuzzed (no path can panic a handler).
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
 //! before any HMAC work, and must arrive within [`BODY_TIMEOUT`]. `HEAD`
@@ -141,6 +143,124 @@ impl HttpState {
     }
 }
 
+/// Where a request goes, decided by [`route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /status`.
+    Status,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /builds`, filtered by the query.
+    Builds,
+    /// `GET /events`.
+    Events,
+    /// `GET /builds/{id}`.
+    Build {
+        /// The build id (a positive decimal without leading zeros).
+        id: u64,
+    },
+    /// `GET /builds/{id}/log`; `follow` from `?follow=1` (or `=true`).
+    BuildLog {
+        /// The build id (a positive decimal without leading zeros).
+        id: u64,
+        /// Stream until the build ends.
+        follow: bool,
+    },
+    /// `GET /recipes/{id}`, the id as sent (percent-encoded).
+    Recipe(&'a str),
+    /// `POST /webhooks/github`.
+    GithubWebhook,
+    /// The control API (section 15): `POST /recipes/{id}/{poll,pause,resume}`,
+    /// `POST /builds/{id}/cancel`, `POST /failures/{key}/retry`; the target
+    /// is read by [`control::ControlApi::answer`].
+    Control,
+    /// A known path with another method: 405 with this `Allow`.
+    MethodNotAllowed(&'static str),
+    /// Anything else: 404, whatever the method.
+    NotFound,
+}
+
+const GET_HEAD: &str = "GET, HEAD";
+
+/// Routes a request from its method (as sent, case-sensitive), path and
+/// query. Pure and total: any input gives a [`Route`], never a panic;
+/// `HEAD` goes wherever `GET` does; an unknown path is [`Route::NotFound`]
+/// whatever the method.
+pub fn route<'a>(method: &str, path: &'a str, query: Option<&str>) -> Route<'a> {
+    let only = |allow: &'static str, target: Route<'a>| {
+        let allowed = match allow {
+            "POST" => method == "POST",
+            _ => matches!(method, "GET" | "HEAD"),
+        };
+        if allowed {
+            target
+        } else {
+            Route::MethodNotAllowed(allow)
+        }
+    };
+    match path {
+        "/webhooks/github" => return only("POST", Route::GithubWebhook),
+        "/healthz" => return only(GET_HEAD, Route::Healthz),
+        "/status" => return only(GET_HEAD, Route::Status),
+        "/metrics" => return only(GET_HEAD, Route::Metrics),
+        "/builds" => return only(GET_HEAD, Route::Builds),
+        "/events" => return only(GET_HEAD, Route::Events),
+        _ => {}
+    }
+    if control::is_control_path(path) {
+        return only("POST", Route::Control);
+    }
+    if let Some(rest) = path.strip_prefix("/builds/") {
+        let (id, log) = match rest.strip_suffix("/log") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        return match build_id(id) {
+            Some(id) if log => only(
+                GET_HEAD,
+                Route::BuildLog {
+                    id,
+                    follow: follow_requested(query),
+                },
+            ),
+            Some(id) => only(GET_HEAD, Route::Build { id }),
+            None => Route::NotFound,
+        };
+    }
+    match path.strip_prefix("/recipes/") {
+        Some(id) if !id.is_empty() && !id.contains('/') => only(GET_HEAD, Route::Recipe(id)),
+        _ => Route::NotFound,
+    }
+}
+
+/// A build id as it appears in a path: decimal digits, no leading zero, no
+/// sign, at most `u64::MAX`.
+fn build_id(s: &str) -> Option<u64> {
+    if s.is_empty() || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// True when the query asks to follow a log: a `follow=1` or
+/// `follow=true` pair.
+fn follow_requested(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "follow=1" || kv == "follow=true")
+    })
+}
+
+/// At most `max` characters of `s`, marked when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}...", &s[..i]),
+    }
+}
+
 /// Binds the listener (an error names the address).
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -232,19 +352,9 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
-    match path.as_str() {
-        "/webhooks/github" => {
-            if req.method() != Method::POST {
-                return method_not_allowed("POST");
-            }
-            github_webhook(req, peer, st).await
-        }
-        "/healthz" | "/status" | "/metrics" | "/builds" | "/events" if !is_get => {
-            method_not_allowed("GET, HEAD")
-        }
-        "/healthz" => match st.health.check() {
+    let uri = req.uri().clone();
+    match route(req.method().as_str(), uri.path(), uri.query()) {
+        Route::Healthz => match st.health.check() {
             Ok(()) => match st.status.held() {
                 None => text(StatusCode::OK, "ok"),
                 Some(held) => text(
@@ -254,76 +364,53 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             },
             Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
         },
-        "/status" => {
+        Route::Status => {
             if prefers_prometheus(req.headers().get(hyper::header::ACCEPT)) {
                 with_type(st.status.metrics(), PROMETHEUS_TYPE)
             } else {
                 with_type(st.status.json(), "application/json")
             }
         }
-        "/metrics" => with_type(st.status.metrics(), PROMETHEUS_TYPE),
-        p if control::is_control_path(p) => {
-            if req.method() != Method::POST {
-                return method_not_allowed("POST");
-            }
-            let auth = req.headers().get(AUTHORIZATION);
-            st.control.answer(p, auth, peer).await.map(BodyExt::boxed)
-        }
-        "/builds" => match BuildQuery::parse(req.uri().query()) {
+        Route::Metrics => with_type(st.status.metrics(), PROMETHEUS_TYPE),
+        Route::Builds => match BuildQuery::parse(uri.query()) {
             Ok(q) => json(&st.status.builds(&q)),
             Err(e) => text(StatusCode::BAD_REQUEST, e),
         },
-        "/events" => event_stream(&req, st),
-        p if p.starts_with("/builds/") && p.ends_with("/log") => {
-            if !is_get {
-                return method_not_allowed("GET, HEAD");
-            }
-            let id = &p["/builds/".len()..p.len() - "/log".len()];
-            let Ok(id) = id.parse::<u64>() else {
-                return text(StatusCode::NOT_FOUND, format!("no build {id:?}"));
-            };
-            let follow = req.uri().query().is_some_and(|q| {
-                q.split('&')
-                    .any(|kv| kv == "follow=1" || kv == "follow=true")
-            });
+        Route::Events => event_stream(&req, st),
+        Route::Build { id } => match st.status.build_detail(id) {
+            Some(doc) => document(&req, &doc),
+            None => text(StatusCode::NOT_FOUND, format!("no build \"{id}\"")),
+        },
+        Route::BuildLog { id, follow } => {
             let zstd_ok = logs::accepts_zstd(req.headers().get(hyper::header::ACCEPT_ENCODING));
             let head = req.method() == Method::HEAD;
             build_log(id, follow, zstd_ok, head, st).await
         }
-        p if p
-            .strip_prefix("/builds/")
-            .is_some_and(|id| !id.contains('/')) =>
-        {
-            if !is_get {
-                return method_not_allowed("GET, HEAD");
-            }
-            let id = &p["/builds/".len()..];
-            match id
-                .parse::<u64>()
-                .ok()
-                .and_then(|id| st.status.build_detail(id))
-            {
-                Some(doc) => document(&req, &doc),
-                None => text(StatusCode::NOT_FOUND, format!("no build {id:?}")),
-            }
-        }
-        p if p
-            .strip_prefix("/recipes/")
-            .is_some_and(|id| !id.contains('/')) =>
-        {
-            if !is_get {
-                return method_not_allowed("GET, HEAD");
-            }
-            let id = &p["/recipes/".len()..];
+        Route::Recipe(id) => {
             let doc = crate::serve::builds::percent_decode(id)
                 .filter(|id| crate::model::name::is_safe_component(id))
                 .and_then(|id| api::recipe_doc(&st.roster.borrow(), &st.status, &id));
             match doc {
                 Some(doc) => document(&req, &doc),
-                None => text(StatusCode::NOT_FOUND, format!("no recipe {id:?}")),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    format!("no recipe {:?}", shorten(id, 100)),
+                ),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        Route::GithubWebhook => github_webhook(req, peer, st).await,
+        Route::Control => {
+            let auth = req.headers().get(AUTHORIZATION);
+            st.control
+                .answer(uri.path(), auth, peer)
+                .await
+                .map(BodyExt::boxed)
+        }
+        Route::MethodNotAllowed(allow) => method_not_allowed(allow),
+        Route::NotFound => text(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {}", shorten(uri.path(), 100)),
+        ),
     }
 }
 
@@ -680,6 +767,272 @@ async fn build_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// `/{kind}/{target}/{action}` of the control API.
+    fn is_control(path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        parts.len() == 4
+            && parts[0].is_empty()
+            && matches!(
+                (parts[1], parts[3]),
+                ("recipes", "poll" | "pause" | "resume")
+                    | ("builds", "cancel")
+                    | ("failures", "retry")
+            )
+    }
+
+    /// What [`route`] should answer, written independently of it.
+    fn expected_route<'a>(method: &str, path: &'a str, query: Option<&str>) -> Route<'a> {
+        let get = method == "GET" || method == "HEAD";
+        let post = method == "POST";
+        use std::sync::LazyLock;
+        static LOG: LazyLock<regex::Regex> =
+            LazyLock::new(|| regex::Regex::new(r"^/builds/([1-9][0-9]*)/log$").unwrap());
+        static BUILD: LazyLock<regex::Regex> =
+            LazyLock::new(|| regex::Regex::new(r"^/builds/([1-9][0-9]*)$").unwrap());
+        static RECIPE: LazyLock<regex::Regex> =
+            LazyLock::new(|| regex::Regex::new(r"^/recipes/([^/]+)$").unwrap());
+        let (target, allow) = match path {
+            "/webhooks/github" => (Route::GithubWebhook, "POST"),
+            "/healthz" => (Route::Healthz, "GET, HEAD"),
+            "/status" => (Route::Status, "GET, HEAD"),
+            "/metrics" => (Route::Metrics, "GET, HEAD"),
+            "/builds" => (Route::Builds, "GET, HEAD"),
+            "/events" => (Route::Events, "GET, HEAD"),
+            _ if is_control(path) => (Route::Control, "POST"),
+            _ => {
+                let id = |re: &regex::Regex| {
+                    re.captures(path)
+                        .and_then(|c| c.get(1))
+                        .and_then(|m| m.as_str().parse::<u64>().ok())
+                };
+                if let Some(id) = id(&LOG) {
+                    let follow = query.is_some_and(|q| {
+                        q.split('&').any(|p| p == "follow=1" || p == "follow=true")
+                    });
+                    (Route::BuildLog { id, follow }, "GET, HEAD")
+                } else if let Some(id) = id(&BUILD) {
+                    (Route::Build { id }, "GET, HEAD")
+                } else if RECIPE.is_match(path) {
+                    (Route::Recipe(&path["/recipes/".len()..]), "GET, HEAD")
+                } else {
+                    return Route::NotFound;
+                }
+            }
+        };
+        if (allow == "POST" && post) || (allow != "POST" && get) {
+            target
+        } else {
+            Route::MethodNotAllowed(allow)
+        }
+    }
+
+    fn check_route(method: &str, path: &str, query: Option<&str>) -> Result<(), TestCaseError> {
+        let r = route(method, path, query);
+        prop_assert_eq!(r, expected_route(method, path, query));
+        prop_assert_eq!(route("HEAD", path, query), route("GET", path, query));
+        if r == Route::NotFound {
+            for m in ["GET", "POST", "DELETE", "OPTIONS"] {
+                prop_assert_eq!(route(m, path, query), Route::NotFound);
+            }
+        }
+        match r {
+            Route::BuildLog { id, .. } => prop_assert_eq!(format!("/builds/{id}/log"), path),
+            Route::Build { id } => prop_assert_eq!(format!("/builds/{id}"), path),
+            Route::Recipe(id) => prop_assert_eq!(format!("/recipes/{id}"), path),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn routes_of_known_and_odd_paths() {
+        use Route::*;
+        let cases: &[(&str, &str, Option<&str>, Route)] = &[
+            ("GET", "/builds/log", None, NotFound),
+            ("HEAD", "/builds/log", None, NotFound),
+            ("POST", "/builds/log", None, NotFound),
+            ("GET", "/builds//log", None, NotFound),
+            ("GET", "/builds/", None, NotFound),
+            ("GET", "/builds/l", None, NotFound),
+            ("GET", "/builds/+1/log", None, NotFound),
+            ("GET", "/builds/01/log", None, NotFound),
+            ("GET", "/builds/0/log", None, NotFound),
+            ("GET", "/builds/18446744073709551616/log", None, NotFound),
+            (
+                "GET",
+                "/builds/7/log",
+                None,
+                BuildLog {
+                    id: 7,
+                    follow: false,
+                },
+            ),
+            (
+                "HEAD",
+                "/builds/7/log",
+                Some("follow=1"),
+                BuildLog {
+                    id: 7,
+                    follow: true,
+                },
+            ),
+            (
+                "GET",
+                "/builds/7/log",
+                Some("a=b&follow=true"),
+                BuildLog {
+                    id: 7,
+                    follow: true,
+                },
+            ),
+            (
+                "GET",
+                "/builds/7/log",
+                Some("follow=0&follow"),
+                BuildLog {
+                    id: 7,
+                    follow: false,
+                },
+            ),
+            (
+                "GET",
+                "/builds/18446744073709551615/log",
+                None,
+                BuildLog {
+                    id: u64::MAX,
+                    follow: false,
+                },
+            ),
+            ("POST", "/builds/7/log", None, MethodNotAllowed("GET, HEAD")),
+            ("GET", "/builds/7", None, Build { id: 7 }),
+            ("GET", "/builds/+7", None, NotFound),
+            ("DELETE", "/builds/7", None, MethodNotAllowed("GET, HEAD")),
+            ("GET", "/recipes/zlib", None, Recipe("zlib")),
+            ("GET", "/recipes/", None, NotFound),
+            ("GET", "/recipes/zlib/", None, NotFound),
+            ("PUT", "/recipes/zlib", None, MethodNotAllowed("GET, HEAD")),
+            ("get", "/healthz", None, MethodNotAllowed("GET, HEAD")),
+            ("GET", "/healthz", Some("x"), Healthz),
+            ("GET", "/status", None, Status),
+            ("GET", "/metrics", None, Metrics),
+            ("GET", "/builds", Some("recipe=zlib"), Builds),
+            ("GET", "/events", None, Events),
+            ("POST", "/events", None, MethodNotAllowed("GET, HEAD")),
+            ("POST", "/webhooks/github", None, GithubWebhook),
+            ("GET", "/webhooks/github", None, MethodNotAllowed("POST")),
+            ("GET", "/webhooks/github/", None, NotFound),
+            ("POST", "/recipes/zlib/poll", None, Control),
+            ("POST", "/builds/7/cancel", None, Control),
+            ("POST", "/failures/zlib@1.3-1/retry", None, Control),
+            ("POST", "/recipes//pause", None, Control),
+            (
+                "HEAD",
+                "/recipes/zlib/resume",
+                None,
+                MethodNotAllowed("POST"),
+            ),
+            ("POST", "/recipes/a/b/poll", None, NotFound),
+            ("POST", "/builds/7/retry", None, NotFound),
+            ("GET", "", None, NotFound),
+            ("GET", "*", None, NotFound),
+        ];
+        for (m, p, q, want) in cases {
+            assert_eq!(route(m, p, *q), *want, "{m} {p} {q:?}");
+            check_route(m, p, *q).unwrap();
+        }
+        assert_eq!(shorten("/abc", 100), "/abc");
+        assert_eq!(
+            shorten(&"é".repeat(150), 100),
+            format!("{}...", "é".repeat(100))
+        );
+    }
+
+    fn method() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "get"
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,10}",
+        ]
+    }
+
+    /// Paths made of the pieces routes are made of, and anything at all.
+    fn path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "/",
+                "/builds",
+                "/builds/",
+                "builds",
+                "log",
+                "/log",
+                "lo",
+                "g",
+                "0",
+                "1",
+                "42",
+                "18446744073709551615",
+                "18446744073709551616",
+                "+",
+                "-",
+                "%2F",
+                "é",
+                "\u{1F600}",
+                "/healthz",
+                "/status",
+                "/metrics",
+                "/events",
+                "/webhooks/github",
+                "?",
+                "#",
+                " ",
+                "/recipes/",
+                "/failures/",
+                "/poll",
+                "/pause",
+                "/resume",
+                "/cancel",
+                "/retry",
+                "zlib",
+            ])
+            .prop_map(str::to_string),
+            "[0-9]{1,25}",
+        ];
+        prop_oneof![
+            prop::collection::vec(piece, 0..7).prop_map(|v| v.concat()),
+            "\\PC{0,40}",
+            any::<String>(),
+        ]
+    }
+
+    fn query() -> impl Strategy<Value = Option<String>> {
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "follow=1",
+                "follow=true",
+                "follow",
+                "=",
+                "&",
+                "1",
+                "x=y"
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,6}",
+        ];
+        proptest::option::of(prop::collection::vec(piece, 0..5).prop_map(|v| v.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn any_request_is_routed_without_panic(m in method(), p in path(), q in query()) {
+            check_route(&m, &p, q.as_deref())?;
+        }
+    }
 
     #[test]
     fn accept_negotiation() {

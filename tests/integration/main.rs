@@ -16,6 +16,7 @@ mod faults;
 mod fetch_security;
 mod history;
 mod http;
+mod http_limits;
 mod load;
 mod once;
 mod once_security;
