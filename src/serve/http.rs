@@ -7,9 +7,11 @@
 //! alone; it is pure, total and fuzzed (no path can panic a handler).
 //! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
-//! before any HMAC work, and must arrive within [`BODY_TIMEOUT`]. `HEAD`
-//! works on every `GET`. Errors are short plain-text bodies. The server
-//! lives for the daemon's whole life: a reload never bounces it.
+//! before any HMAC work, must arrive within [`BODY_TIMEOUT`], and share one
+//! [`limits::BODY_BUDGET`] over all connections (503 with `Retry-After`
+//! when it is spent). `HEAD` works on every `GET`. Errors are short
+//! plain-text bodies. The server lives for the daemon's whole life: a
+//! reload never bounces it.
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -17,12 +19,12 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -41,6 +43,7 @@ use crate::serve::api::{self, Representation};
 use crate::serve::builds::BuildQuery;
 use crate::serve::control::{self, ControlApi};
 use crate::serve::events;
+use crate::serve::limits::{self, Budget};
 use crate::serve::logs;
 use crate::serve::status::BuildLog;
 use crate::serve::status::Status;
@@ -57,6 +60,11 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const DELIVERIES_REMEMBERED: usize = 10_000;
 /// Most connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 4096;
+/// `Retry-After` (seconds) when the webhook body budget is spent: every
+/// body in it is done within [`BODY_TIMEOUT`].
+const BUDGET_RETRY_AFTER: &str = "10";
+/// Least time between two warnings of one kind of refusal.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The webhook secret, swappable on reload.
 pub type Secret = Arc<RwLock<Option<Arc<[u8]>>>>;
@@ -82,6 +90,32 @@ pub struct HttpState {
     /// Paused recipes, whose webhooks trigger nothing.
     pub paused: watch::Receiver<Paused>,
     deliveries: Mutex<Deliveries>,
+    /// Webhook bodies being buffered, over all connections.
+    bodies: Arc<Budget>,
+    /// Warnings of refused requests, at most one per [`WARN_EVERY`].
+    budget_warning: Throttle,
+}
+
+/// Lets a repeated warning through at most once per [`WARN_EVERY`],
+/// counting the ones it held back.
+#[derive(Default)]
+struct Throttle(Mutex<(Option<Instant>, u64)>);
+
+impl Throttle {
+    /// `Some(held back since the last one)` when a warning may go out now.
+    fn pass(&self) -> Option<u64> {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, held) = &mut *g;
+        if last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            *held += 1;
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(std::mem::take(held))
+    }
 }
 
 #[derive(Default)]
@@ -127,6 +161,8 @@ impl HttpState {
             control: ControlApi::disabled(),
             paused: watch::channel(Paused::default()).1,
             deliveries: Mutex::new(Deliveries::default()),
+            bodies: Budget::new(limits::BODY_BUDGET),
+            budget_warning: Throttle::default(),
         }
     }
 
@@ -349,6 +385,14 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
+/// 503 with `Retry-After`.
+fn unavailable(body: &str, retry_after: &'static str) -> Response<Body> {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, body);
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(retry_after));
+    r
+}
+
 const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Response<Body> {
@@ -518,12 +562,34 @@ async fn github_webhook(
     let signature = header("x-hub-signature-256");
     let event = header("x-github-event");
     let delivery = header("x-github-delivery");
+    // Every byte buffered is first reserved from the budget all connections
+    // share: a declared length at once, before any body is read; a body
+    // without one as it arrives. When it does not fit, the request is
+    // refused (503, Retry-After); the reservation ends with this function.
+    let busy = || {
+        if let Some(held_back) = st.budget_warning.pass() {
+            warn!(
+                remote = %peer,
+                in_use = st.bodies.in_use(),
+                limit = st.bodies.limit(),
+                repeated = held_back,
+                "webhook refused: body budget spent"
+            );
+        }
+        unavailable(
+            "too many webhook bodies being received; retry later",
+            BUDGET_RETRY_AFTER,
+        )
+    };
+    let Some(mut held) = st.bodies.reserve(declared.unwrap_or(0) as usize) else {
+        return busy();
+    };
     // One buffer, sized from Content-Length when there is one, grown (never
     // past the limit) while streaming; a body over the limit is refused as
     // soon as its size shows, and the buffer is released at once. A client
     // that stalls mid-body is answered 408 after BODY_TIMEOUT.
     let mut incoming = req.into_body();
-    let mut body: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut body: Vec<u8> = Vec::with_capacity(held.bytes());
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     loop {
         let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
@@ -553,7 +619,14 @@ async fn github_webhook(
         }
         if need > body.capacity() {
             let grown = (body.capacity() * 2).clamp(need, github::MAX_BODY);
-            body.reserve_exact(grown - body.len());
+            let size = if held.grow_to(grown) {
+                grown
+            } else if held.grow_to(need) {
+                need
+            } else {
+                return busy();
+            };
+            body.reserve_exact(size - body.len());
         }
         body.extend_from_slice(&data);
     }

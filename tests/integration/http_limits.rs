@@ -1,10 +1,17 @@
 //! No request can exhaust the daemon (DESIGN.md section 18): odd paths are
-//! answered, never a panic.
+//! answered, never a panic; webhook bodies being buffered share one 64 MiB
+//! budget (503 with `Retry-After` when full).
 
 use crate::util::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+const SECRET: &[u8] = b"test-secret";
+const T: Duration = Duration::from_secs(20);
+const MIB: usize = 1 << 20;
+const BAD_SIGNATURE: &str =
+    "sha256=0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Sends `req` as it is and reads until the server closes or `timeout`
 /// passes; `None` when nothing at all came back.
@@ -98,4 +105,106 @@ fn no_request_path_panics_a_handler() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     d.assert_healthy();
     assert!(!d.logs().contains("panicked"), "{}", d.logs());
+}
+
+/// Opens a webhook request declaring `declared` body bytes (with a wrong
+/// signature), sends `send` of them and keeps the connection open.
+fn hold_webhook(addr: &str, declared: usize, send: usize) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+         X-Hub-Signature-256: {BAD_SIGNATURE}\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    write_plain(&mut s, send, b'a');
+    s
+}
+
+fn assert_busy(r: &HttpResponse, what: &str) {
+    assert_eq!(r.status, 503, "{what}: {} {:?}", r.status, r.text());
+    let after = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("{what}: no Retry-After in {:?}", r.headers));
+    assert!(
+        after.parse::<u64>().is_ok_and(|s| (1..=60).contains(&s)),
+        "{what}: Retry-After {after:?}"
+    );
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; charset=utf-8"),
+        "{what}"
+    );
+}
+
+#[test]
+fn webhook_bodies_share_one_budget() {
+    let mut farm = Farm::new();
+    farm.http = true;
+    farm.write_config("");
+    let d = farm.start();
+    let addr = d.addr.clone().unwrap();
+
+    // Two bodies of 24 MiB each are being received: 48 of 64 MiB reserved.
+    let a = hold_webhook(&addr, 24 * MIB, 64 * 1024);
+    let b = hold_webhook(&addr, 24 * MIB, 64 * 1024);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A third one does not fit: refused from its Content-Length at once.
+    let t = Instant::now();
+    let mut c = hold_webhook(&addr, 24 * MIB, 0);
+    let r = read_response(&mut c, false).expect("an answer to the third body");
+    assert_busy(&r, "declared 24 MiB");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(c);
+
+    // A small delivery still fits in what is left.
+    let r = d.webhook("ping", "budget-ping", b"{}", SECRET);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A body without a length reserves as it arrives, and is cut off once
+    // the budget is spent (16 MiB left, 20 MiB sent).
+    let t = Instant::now();
+    let r = exchange(
+        &addr,
+        &format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+             X-Hub-Signature-256: {BAD_SIGNATURE}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
+        |s| write_chunked(s, 20 * MIB, b'a'),
+    );
+    assert_busy(&r, "chunked 20 MiB");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    // The over-limit rules stay: 413 from Content-Length, before any budget.
+    let r = exchange(
+        &addr,
+        &format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+             Content-Length: {}\r\n\r\n",
+            25 * MIB + 1
+        ),
+        |_| {},
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    // The reservations end with their requests: once the two are gone, a
+    // whole 24 MiB body is read again (and refused for its signature).
+    drop(a);
+    drop(b);
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+         X-Hub-Signature-256: {BAD_SIGNATURE}\r\nContent-Length: {}\r\n\r\n",
+        24 * MIB
+    );
+    wait_for(Duration::from_secs(10), "the budget to be released", || {
+        let r = exchange(&addr, &head, |s| write_plain(s, 24 * MIB, b'a'));
+        match r.status {
+            503 => None,
+            401 => Some(()),
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    });
+    d.assert_healthy();
 }
