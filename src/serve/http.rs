@@ -9,13 +9,16 @@
 //! limited to 25 MiB, refused from `Content-Length` or while streaming,
 //! before any HMAC work, must arrive within [`BODY_TIMEOUT`], and share one
 //! [`limits::BODY_BUDGET`] over all connections (503 with `Retry-After`
-//! when it is spent). `HEAD` works on every `GET`. Errors are short
-//! plain-text bodies. The server lives for the daemon's whole life: a
-//! reload never bounces it.
+//! when it is spent). Build logs are streamed in chunks of [`LOG_CHUNK`]
+//! from descriptors the daemon opened itself ([`logs::open`]: no link, no
+//! FIFO), by at most [`limits::MAX_LOG_READERS`] readers at once. `HEAD`
+//! works on every `GET`. Errors are short plain-text bodies. The server
+//! lives for the daemon's whole life: a reload never bounces it.
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
@@ -23,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -45,8 +48,8 @@ use crate::serve::control::{self, ControlApi};
 use crate::serve::events;
 use crate::serve::limits::{self, Budget};
 use crate::serve::logs;
-use crate::serve::status::BuildLog;
 use crate::serve::status::Status;
+use crate::serve::status::{BuildLog, LogFile};
 use crate::watch::github;
 use crate::watch::poll::PollRequest;
 use crate::watch::WebhookResult;
@@ -60,16 +63,26 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const DELIVERIES_REMEMBERED: usize = 10_000;
 /// Most connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 4096;
+/// Bytes read from a running build's log at a time.
+pub const LOG_CHUNK: usize = logs::CHUNK;
+/// Most bytes hyper buffers per connection (request head, body reads,
+/// queued answer).
+const CONNECTION_BUFFER: usize = 64 * 1024;
+/// How often a followed log of a running build is checked for more.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// `Retry-After` (seconds) when the webhook body budget is spent: every
 /// body in it is done within [`BODY_TIMEOUT`].
 const BUDGET_RETRY_AFTER: &str = "10";
+/// `Retry-After` (seconds) when every log reader slot is taken.
+const READERS_RETRY_AFTER: &str = "5";
 /// Least time between two warnings of one kind of refusal.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The webhook secret, swappable on reload.
 pub type Secret = Arc<RwLock<Option<Arc<[u8]>>>>;
 
-type Body = BoxBody<Bytes, Infallible>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
 
 /// What the handlers need.
 pub struct HttpState {
@@ -313,6 +326,7 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
     info!(addr = %addr, "webhook server listening");
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let readers = Arc::new(Semaphore::new(limits::MAX_LOG_READERS));
     let cancel = state.cancel.clone();
     loop {
         let permit = tokio::select! {
@@ -332,15 +346,18 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
         };
         let _ = stream.set_nodelay(true);
         let st = state.clone();
+        let readers = readers.clone();
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(CONNECTION_BUFFER)
             .keep_alive(true)
             .serve_connection(
                 TokioIo::new(stream),
                 service_fn(move |req| {
                     let st = st.clone();
-                    async move { Ok::<_, Infallible>(handle(req, peer, &st).await) }
+                    let readers = readers.clone();
+                    async move { Ok::<_, Infallible>(handle(req, peer, &st, &readers).await) }
                 }),
             );
         let fut = graceful.watch(conn);
@@ -354,7 +371,9 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn text(code: StatusCode, body: impl Into<String>) -> Response<Body> {
@@ -395,7 +414,12 @@ fn unavailable(body: &str, retry_after: &'static str) -> Response<Body> {
 
 const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    st: &HttpState,
+    readers: &Arc<Semaphore>,
+) -> Response<Body> {
     let uri = req.uri().clone();
     match route(req.method().as_str(), uri.path(), uri.query()) {
         Route::Healthz => match st.health.check() {
@@ -428,7 +452,7 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
         Route::BuildLog { id, follow } => {
             let zstd_ok = logs::accepts_zstd(req.headers().get(hyper::header::ACCEPT_ENCODING));
             let head = req.method() == Method::HEAD;
-            build_log(id, follow, zstd_ok, head, st).await
+            build_log(id, follow, zstd_ok, head, st, readers).await
         }
         Route::Recipe(id) => {
             let doc = crate::serve::builds::percent_decode(id)
@@ -448,7 +472,7 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, st: &HttpState) -> Res
             st.control
                 .answer(uri.path(), auth, peer)
                 .await
-                .map(BodyExt::boxed)
+                .map(|b| b.map_err(|never| match never {}).boxed())
         }
         Route::MethodNotAllowed(allow) => method_not_allowed(allow),
         Route::NotFound => text(
@@ -500,7 +524,7 @@ fn event_stream(req: &Request<Incoming>, st: &HttpState) -> Response<Body> {
     match bus.subscribe(last) {
         Ok(sub) => {
             let body = events::stream(bus, sub, st.cancel.clone());
-            stream_headers(Response::new(body.boxed()))
+            stream_headers(Response::new(body.map_err(|never| match never {}).boxed()))
         }
         Err(full) => {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, full.to_string());
@@ -724,18 +748,228 @@ async fn github_webhook(
     }
 }
 
-/// A body fed from a channel, for streaming logs.
-struct ChannelBody(mpsc::Receiver<Bytes>);
+/// A log answer's body with the log reader's slot, given back when hyper
+/// drops the body (the answer is sent, or the client went away).
+struct Slotted {
+    body: Body,
+    _slot: OwnedSemaphorePermit,
+}
 
-impl hyper::body::Body for ChannelBody {
+impl hyper::body::Body for Slotted {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
+
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A running build's log as an answer body: chunks read by [`pump_log`],
+/// one at a time. With a known length (a snapshot) hyper sends
+/// `Content-Length`; an error (the file shrank or failed) aborts the
+/// connection rather than end a short answer as if it were whole.
+struct LogBody {
+    chunks: mpsc::Receiver<Result<Bytes, BoxError>>,
+    remaining: Option<u64>,
+}
+
+impl hyper::body::Body for LogBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.chunks.poll_recv(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                if let Some(n) = &mut self.remaining {
+                    *n = n.saturating_sub(b.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Opens a running build's log like [`logs::open`] (no link, no FIFO);
+/// returns the file and its length now.
+async fn open_log(path: PathBuf) -> std::io::Result<(std::fs::File, u64)> {
+    tokio::task::spawn_blocking(move || {
+        let f = logs::open(&path)?;
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Up to `len` bytes of `file` from `offset` (empty at its end).
+async fn read_chunk(file: Arc<std::fs::File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        let n = file.read_at(&mut buf, offset)?;
+        buf.truncate(n);
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// A running build whose log is followed.
+struct Follow {
+    status: Arc<Status>,
+    id: u64,
+    file: LogFile,
+    cancel: CancellationToken,
+}
+
+/// Feeds a [`LogBody`] from a running build's log, [`LOG_CHUNK`] at a
+/// time, each read only once the one before was taken: memory per reader
+/// stays at a few chunks (one read, one queued, one in hyper's buffer)
+/// however slowly its client reads. A snapshot (`end`) stops there; a
+/// followed log reads what was added every [`FOLLOW_INTERVAL`] until the
+/// build ends (or shutdown, or the client goes). The descriptor opened
+/// once is read to its end even after the log is compressed and removed.
+async fn pump_log(
+    mut file: Option<Arc<std::fs::File>>,
+    end: Option<u64>,
+    follow: Option<Follow>,
+    tx: mpsc::Sender<Result<Bytes, BoxError>>,
+) {
+    let mut offset = 0u64;
+    loop {
+        let running = follow
+            .as_ref()
+            .is_some_and(|f| f.status.build_state(f.id) == Some(BuildState::Running));
+        if let (None, Some(f)) = (&file, &follow) {
+            match open_log(f.file.plain.clone()).await {
+                Ok((opened, _)) => file = Some(Arc::new(opened)),
+                // Ended before its log was opened here: the log is
+                // compressed now.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !running => {
+                    let file = f.file.clone();
+                    let from =
+                        tokio::task::spawn_blocking(move || logs::compressed_from(&file, offset))
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                    let _ = send_all(from, &tx).await;
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(build_id = f.id, path = %f.file.plain.display(), err = %e, "build log not served");
+                    let _ = tx.send(Err("build log unreadable".into())).await;
+                    return;
+                }
+            }
+        }
+        if let Some(f) = &file {
+            loop {
+                let want = match end {
+                    Some(end) => (end - offset).min(LOG_CHUNK as u64) as usize,
+                    None => LOG_CHUNK,
+                };
+                if want == 0 {
+                    break;
+                }
+                match read_chunk(f.clone(), offset, want).await {
+                    Ok(b) if b.is_empty() => {
+                        if end.is_some() {
+                            let _ = tx.send(Err("build log shrank".into())).await;
+                            return;
+                        }
+                        break;
+                    }
+                    Ok(b) => {
+                        offset += b.len() as u64;
+                        if tx.send(Ok(b)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+        }
+        let Some(f) = &follow else { return };
+        if !running {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+            _ = f.cancel.cancelled() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+/// Sends what `reader` gives, [`LOG_CHUNK`] at a time (see
+/// [`logs::next_chunk`]), until its end; false when it failed.
+async fn send_all(
+    reader: std::io::Result<impl std::io::Read + Send + 'static>,
+    tx: &mpsc::Sender<Result<Bytes, BoxError>>,
+) -> bool {
+    let mut reader = match reader {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Err(e.into())).await;
+            return false;
+        }
+    };
+    loop {
+        let Some((back, chunk)) = logs::next_chunk(reader).await else {
+            return false;
+        };
+        reader = back;
+        match chunk {
+            Ok(b) if b.is_empty() => return true,
+            Ok(b) => {
+                if tx.send(Ok(b)).await.is_err() {
+                    return false;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return false;
+            }
+        }
+    }
+}
+
+/// A finished build's log ([`logs::finished`]).
+async fn finished_log(file: &LogFile, zstd_ok: bool, head: bool) -> Option<Response<Body>> {
+    logs::finished(file, zstd_ok, head)
+        .await
+        .map(|r| r.map(|b| b.map_err(|never| match never {}).boxed()))
 }
 
 async fn build_log(
@@ -744,6 +978,7 @@ async fn build_log(
     zstd_ok: bool,
     head: bool,
     st: &HttpState,
+    readers: &Arc<Semaphore>,
 ) -> Response<Body> {
     let pruned = || {
         text(
@@ -761,75 +996,70 @@ async fn build_log(
             )
         }
     };
-    if !file.running {
-        return logs::finished(&file, zstd_ok, head)
+    let Ok(slot) = readers.clone().try_acquire_owned() else {
+        return unavailable(
+            "too many build logs being read; retry later",
+            READERS_RETRY_AFTER,
+        );
+    };
+    let answer = if file.running {
+        running_log(id, follow, zstd_ok, head, file, st).await
+    } else {
+        finished_log(&file, zstd_ok, head)
             .await
-            .unwrap_or_else(pruned);
-    }
-    if !follow {
-        return match tokio::fs::read(&file.plain).await {
-            Ok(b) => with_type(Bytes::from(b), "text/plain; charset=utf-8"),
-            // It may have ended (and its log been compressed) just now.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match logs::finished(&file, zstd_ok, head).await {
-                    Some(r) => r,
-                    None => text(StatusCode::OK, ""),
-                }
-            }
-            Err(e) => text(
+            .unwrap_or_else(pruned)
+    };
+    answer.map(|body| Slotted { body, _slot: slot }.boxed())
+}
+
+/// The log of a running build: what it holds now, or (`follow`) all of it
+/// until the build ends.
+async fn running_log(
+    id: u64,
+    follow: bool,
+    zstd_ok: bool,
+    head: bool,
+    file: LogFile,
+    st: &HttpState,
+) -> Response<Body> {
+    let opened = match open_log(file.plain.clone()).await {
+        Ok((f, len)) => Some((Arc::new(f), len)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            warn!(build_id = id, path = %file.plain.display(), err = %e, "build log not served");
+            return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read log of build {id}: {e}"),
-            ),
-        };
-    }
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let status = st.status.clone();
-    let cancel = st.cancel.clone();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut offset = 0u64;
-        loop {
-            let running = status.build_state(id) == Some(BuildState::Running);
-            match tokio::fs::File::open(&file.plain).await {
-                Ok(mut f) => {
-                    use tokio::io::AsyncSeekExt;
-                    if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                        let mut buf = Vec::new();
-                        if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
-                            offset += buf.len() as u64;
-                            if tx.send(Bytes::from(buf)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                // Once the build has ended its log is compressed: send
-                // what the follower has not seen yet from there.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !running => {
-                    let f = file.clone();
-                    let rest =
-                        tokio::task::spawn_blocking(move || logs::compressed_tail(&f, offset))
-                            .await;
-                    if let Ok(Ok(rest)) = rest {
-                        if !rest.is_empty() {
-                            let _ = tx.send(Bytes::from(rest)).await;
-                        }
-                    }
-                    return;
-                }
-                Err(_) => {}
-            }
-            if !running {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = cancel.cancelled() => return,
-                _ = tx.closed() => return,
+                format!("the log of build {id} cannot be served"),
+            );
+        }
+    };
+    let (opened, end) = match (opened, follow) {
+        (Some((f, len)), false) => (Some(f), Some(len)),
+        (Some((f, _)), true) => (Some(f), None),
+        (None, true) => (None, None),
+        // It may have ended (and its log been compressed) just now.
+        (None, false) => {
+            return match finished_log(&file, zstd_ok, head).await {
+                Some(r) => r,
+                None => text(StatusCode::OK, ""),
             }
         }
+    };
+    let follow = follow.then(|| Follow {
+        status: st.status.clone(),
+        id,
+        file,
+        cancel: st.cancel.clone(),
     });
-    let mut r = Response::new(ChannelBody(rx).boxed());
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(pump_log(opened, end, follow, tx));
+    let mut r = Response::new(
+        LogBody {
+            chunks: rx,
+            remaining: end,
+        }
+        .boxed(),
+    );
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

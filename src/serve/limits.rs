@@ -3,7 +3,8 @@
 //!
 //! * [`Budget`]: the bytes of webhook bodies being buffered, shared by all
 //!   connections; a request reserves before it buffers and gives back when
-//!   it ends ([`Reservation`] is an RAII guard over one atomic counter).
+//!   it ends ([`Reservation`] is an RAII guard over one atomic counter);
+//! * [`MAX_LOG_READERS`]: build logs streamed at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,11 @@ use std::sync::Arc;
 /// The bytes of webhook bodies that may be buffered at once, over all
 /// connections together.
 pub const BODY_BUDGET: usize = 64 << 20;
+
+/// Most build logs streamed at once. Each reader holds one descriptor and
+/// a few chunks (about 200 KiB; a compressed log being decompressed also
+/// its zstd window).
+pub const MAX_LOG_READERS: usize = 128;
 
 /// A byte budget shared by many requests.
 #[derive(Debug)]

@@ -1,10 +1,12 @@
 //! No request can exhaust the daemon (DESIGN.md section 18): odd paths are
 //! answered, never a panic; webhook bodies being buffered share one 64 MiB
-//! budget (503 with `Retry-After` when full).
+//! budget (503 with `Retry-After` when full); build logs are served only
+//! from the daemon's own files.
 
 use crate::util::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const SECRET: &[u8] = b"test-secret";
@@ -207,4 +209,103 @@ fn webhook_bodies_share_one_budget() {
         }
     });
     d.assert_healthy();
+}
+
+/// A farm with HTTP and one recipe `hello` whose build runs `script`, then
+/// (when `gated`) waits for the file `gate` in the farm. Returns once the
+/// build is published, or once it runs and its log holds `ready` bytes,
+/// with the path of its log: plain while the build runs, compressed
+/// (`.log.zst`) once it has finished.
+fn log_farm(script: &str, gated: bool, ready: u64) -> (Farm, Daemon, PathBuf) {
+    let mut farm = Farm::new();
+    farm.http = true;
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.write_config("");
+    let gate = if gated {
+        wait_file_sh(&farm.root.join("gate"))
+    } else {
+        String::new()
+    };
+    farm.simple_recipe(
+        "hello",
+        &up,
+        &format!(
+            "#!/bin/sh\n{script}\n{gate}mkdir -p \"$DESTDIR/usr/share/hello\"\necho hi > \"$DESTDIR/usr/share/hello/hi\"\n"
+        ),
+        "",
+    );
+    let d = farm.start();
+    if !gated {
+        d.wait_event("build + publish complete", &[("recipe", "hello")], T);
+    }
+    let logs = farm.state().join("logs");
+    let log = wait_for(T, "the build's log", || {
+        walk_tree(&logs).into_iter().find(|p| {
+            let name = p.to_string_lossy();
+            let ext = if gated { ".log" } else { ".log.zst" };
+            name.ends_with(ext)
+                && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() >= ready)
+        })
+    });
+    (farm, d, log)
+}
+
+#[test]
+fn a_log_replaced_by_a_link_or_a_fifo_is_not_served() {
+    // A finished build's log (compressed), then a running one's (plain).
+    for gated in [false, true] {
+        let line = "an honest log line";
+        let (farm, d, log) = log_farm(&format!("echo {line}"), gated, line.len() as u64);
+        let addr = d.addr.clone().unwrap();
+        wait_for(T, "the line in the log", || {
+            let r = d.get("/builds/1/log");
+            (r.status == 200 && r.text().contains(line)).then_some(())
+        });
+
+        let state = if gated { "running" } else { "finished" };
+        let secret_file = farm.root.join("webhook-secret");
+        let root = farm.root.display().to_string();
+        let check = |what: &str| {
+            for path in ["/builds/1/log", "/builds/1/log?follow=1"] {
+                for method in ["GET", "HEAD"] {
+                    let req =
+                        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    let raw = raw_exchange(&addr, req.as_bytes(), Duration::from_secs(5))
+                        .unwrap_or_else(|| panic!("{state} {what}: {method} {path}: no answer"));
+                    let text = String::from_utf8_lossy(&raw);
+                    let status = status_of(&raw);
+                    assert!(
+                        matches!(status, Some(404) | Some(500)),
+                        "{state} {what}: {method} {path}: {text:?}"
+                    );
+                    assert!(!text.contains("test-secret"), "{state} {what}: {text:?}");
+                    assert!(
+                        !text.contains(&root),
+                        "{state} {what}: names a path: {text:?}"
+                    );
+                    assert!(raw.len() < 400, "{state} {what}: {text:?}");
+                }
+            }
+        };
+
+        // A symbolic link to a secret.
+        std::fs::remove_file(&log).unwrap();
+        std::os::unix::fs::symlink(&secret_file, &log).unwrap();
+        check("symlink");
+
+        // A FIFO (opening it would wait for a writer).
+        std::fs::remove_file(&log).unwrap();
+        nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        check("fifo");
+
+        if gated {
+            // A regular file back, and the build ends.
+            std::fs::remove_file(&log).unwrap();
+            std::fs::write(&log, "").unwrap();
+            std::fs::write(farm.root.join("gate"), "").unwrap();
+            d.wait_event("build + publish complete", &[("recipe", "hello")], T);
+        }
+        d.assert_healthy();
+    }
 }
