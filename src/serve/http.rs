@@ -5,15 +5,17 @@
 //!
 //! [`route`] decides where a request goes from its method, path and query
 //! alone; it is pure, total and fuzzed (no path can panic a handler).
-//! Headers must arrive within [`HEADER_TIMEOUT`]; webhook bodies are
-//! limited to 25 MiB, refused from `Content-Length` or while streaming,
-//! before any HMAC work, must arrive within [`BODY_TIMEOUT`], and share one
+//! Headers must arrive within [`HEADER_TIMEOUT`] (a deadline, not an idle
+//! timer: trickling bytes does not extend it); webhook bodies are limited
+//! to 25 MiB, refused from `Content-Length` or while streaming, before any
+//! HMAC work, must arrive within [`BODY_TIMEOUT`], and share one
 //! [`limits::BODY_BUDGET`] over all connections (503 with `Retry-After`
 //! when it is spent). Build logs are streamed in chunks of [`LOG_CHUNK`]
 //! from descriptors the daemon opened itself ([`logs::open`]: no link, no
-//! FIFO), by at most [`limits::MAX_LOG_READERS`] readers at once. `HEAD`
-//! works on every `GET`. Errors are short plain-text bodies. The server
-//! lives for the daemon's whole life: a reload never bounces it.
+//! FIFO). Connections and log readers are capped below the descriptor
+//! limit ([`limits::Caps`]). `HEAD` works on every `GET`. Errors are short
+//! plain-text bodies. The server lives for the daemon's whole life: a
+//! reload never bounces it.
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -46,7 +48,7 @@ use crate::serve::api::{self, Representation};
 use crate::serve::builds::BuildQuery;
 use crate::serve::control::{self, ControlApi};
 use crate::serve::events;
-use crate::serve::limits::{self, Budget};
+use crate::serve::limits::{self, Budget, Caps, StallGuard};
 use crate::serve::logs;
 use crate::serve::status::Status;
 use crate::serve::status::{BuildLog, LogFile};
@@ -61,8 +63,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delivery ids remembered for redelivery detection.
 const DELIVERIES_REMEMBERED: usize = 10_000;
-/// Most connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 4096;
 /// Bytes read from a running build's log at a time.
 pub const LOG_CHUNK: usize = logs::CHUNK;
 /// Most bytes hyper buffers per connection (request head, body reads,
@@ -318,16 +318,36 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves until `cancel`, then lets open requests finish (up to 5 s).
+///
+/// First raises the soft limit on open files to the hard one
+/// ([`limits::raise_nofile_limit`]) and sizes its [`Caps`] from it: at the
+/// connection cap it accepts nothing until a connection closes (the
+/// others wait in the listen backlog), so the daemon keeps
+/// [`limits::FD_RESERVE`] descriptors for polls, builds and reloads. An
+/// `accept` that fails for want of descriptors or memory is retried after
+/// a pause that grows to 1 s, with one warning per 10 s.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    info!(addr = %addr, "webhook server listening");
+    let nofile = limits::raise_nofile_limit().unwrap_or_else(|e| {
+        warn!(err = %e, "cannot read the open-file limit; assuming 1024");
+        1024
+    });
+    let caps = Caps::for_nofile(nofile);
+    info!(
+        addr = %addr,
+        max_connections = caps.connections,
+        open_files_limit = nofile,
+        "webhook server listening"
+    );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let readers = Arc::new(Semaphore::new(limits::MAX_LOG_READERS));
+    let slots = Arc::new(Semaphore::new(caps.connections));
+    let readers = Arc::new(Semaphore::new(caps.log_readers));
     let cancel = state.cancel.clone();
+    let accept_warning = Throttle::default();
+    let mut failures = 0u32;
     loop {
         let permit = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -336,11 +356,28 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    failures = 0;
+                    x
+                }
                 Err(e) => {
-                    warn!(err = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    failures = failures.saturating_add(1);
+                    if let Some(held_back) = accept_warning.pass() {
+                        warn!(err = %e, repeated = held_back, "accept failed");
+                    }
+                    // Out of descriptors or memory: wait for some to be
+                    // given back rather than spin. Anything else (a client
+                    // gone before its accept) is retried almost at once.
+                    let pause = if limits::is_resource_exhaustion(&e) {
+                        limits::accept_backoff(failures)
+                    } else {
+                        limits::accept_backoff(failures) / 10
+                    };
+                    drop(permit);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
@@ -353,7 +390,7 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
             .max_buf_size(CONNECTION_BUFFER)
             .keep_alive(true)
             .serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(StallGuard::new(stream, limits::WRITE_STALL)),
                 service_fn(move |req| {
                     let st = st.clone();
                     let readers = readers.clone();

@@ -1,12 +1,14 @@
 //! No request can exhaust the daemon (DESIGN.md section 18): odd paths are
 //! answered, never a panic; webhook bodies being buffered share one 64 MiB
 //! budget (503 with `Retry-After` when full); build logs are served only
-//! from the daemon's own files.
+//! from the daemon's own files; connections stay below the file-descriptor
+//! limit.
 
 use crate::util::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SECRET: &[u8] = b"test-secret";
@@ -308,4 +310,129 @@ fn a_log_replaced_by_a_link_or_a_fifo_is_not_served() {
         }
         d.assert_healthy();
     }
+}
+
+/// (soft, hard) "Max open files" of a process.
+fn nofile_of(pid: i32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let mut words = line["Max open files".len()..].split_whitespace();
+    (
+        words.next().unwrap().to_string(),
+        words.next().unwrap().to_string(),
+    )
+}
+
+/// Starts a TCP connection to `addr` without waiting for it to be
+/// established.
+fn connect_nonblocking(addr: &str) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let std::net::SocketAddr::V4(sa) = addr.parse().unwrap() else {
+        panic!("{addr} is not IPv4");
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    match connect(fd.as_raw_fd(), &SockaddrIn::from(sa)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => fd,
+        Err(e) => panic!("connect {addr}: {e}"),
+    }
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn connections_stay_below_the_descriptor_limit() {
+    const HARD: u64 = 512;
+    const HELD: usize = 700;
+    let mut farm = Farm::new();
+    farm.http = true;
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.write_config("");
+    // Started by a shell that lowers its descriptor limits first.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -S -n 256 && ulimit -H -n {HARD} && exec \"$0\" \"$@\""
+        ))
+        .arg(bin())
+        .arg("--config")
+        .arg(farm.config_path())
+        .args(["--log-format", "logfmt"]);
+    let mut d = Daemon::spawn(&mut cmd);
+    d.addr = Some(d.wait_log_field("webhook server listening", "addr", T));
+    let addr = d.addr.clone().unwrap();
+    let pid = d.pid();
+
+    // The soft limit is raised to the hard one at start.
+    assert_eq!(
+        nofile_of(pid),
+        (HARD.to_string(), HARD.to_string()),
+        "Max open files"
+    );
+
+    // More idle connections than the daemon has descriptors.
+    // (Connected without waiting: those beyond the listen backlog stay in
+    // SYN-SENT, retrying, as a crowd of real clients would.)
+    let held: Vec<std::os::fd::OwnedFd> = (0..HELD).map(|_| connect_nonblocking(&addr)).collect();
+    let mut fds = 0;
+    for _ in 0..20 {
+        fds = fds.max(open_fds(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("{HELD} idle connections: the daemon holds {fds} descriptors of {HARD}");
+    assert!(
+        fds as u64 + 200 <= HARD,
+        "{fds} descriptors open with a limit of {HARD}"
+    );
+
+    // Meanwhile a reload reads its files and the new recipe is polled and
+    // built: room is left for polls, builds and reloads.
+    farm.simple_recipe(
+        "added",
+        &up,
+        "#!/bin/sh\nmkdir -p \"$DESTDIR/usr/share/added\"\necho hi > \"$DESTDIR/usr/share/added/hi\"\n",
+        "",
+    );
+    d.signal("HUP");
+    d.wait_event("recipes reloaded", &[], T);
+    d.wait_event("build + publish complete", &[("recipe", "added")], T);
+    let fds = open_fds(pid);
+    assert!(fds as u64 + 128 <= HARD, "{fds} descriptors open");
+    assert_eq!(d.count("accept failed"), 0, "{}", d.logs());
+    assert_eq!(d.count("Too many open files"), 0, "{}", d.logs());
+
+    // Once the idle connections go, /healthz answers at once.
+    drop(held);
+    let t = Instant::now();
+    wait_for(
+        Duration::from_secs(10),
+        "/healthz after the idle connections",
+        || {
+            let r = raw_exchange(
+                &addr,
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(2),
+            )?;
+            (status_of(&r) == Some(200)).then_some(())
+        },
+    );
+    eprintln!(
+        "/healthz answered {:?} after the idle connections closed",
+        t.elapsed()
+    );
 }
