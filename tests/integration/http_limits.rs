@@ -1,14 +1,18 @@
 //! No request can exhaust the daemon (DESIGN.md section 18): odd paths are
 //! answered, never a panic; webhook bodies being buffered share one 64 MiB
-//! budget (503 with `Retry-After` when full); build logs are served only
-//! from the daemon's own files; connections stay below the file-descriptor
-//! limit.
+//! budget (503 with `Retry-After` when full); build logs are streamed with
+//! bounded memory and only from the daemon's own files; connections stay
+//! below the file-descriptor limit; and all of it together, at a bounded
+//! scale, keeps the daemon's resident memory small while `/healthz`
+//! answers.
 
 use crate::util::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &[u8] = b"test-secret";
@@ -434,5 +438,295 @@ fn connections_stay_below_the_descriptor_limit() {
     eprintln!(
         "/healthz answered {:?} after the idle connections closed",
         t.elapsed()
+    );
+}
+
+/// Trickles a never-ending request header, one byte per connection every
+/// `every`, until the server closes each connection; returns how long each
+/// lived.
+fn trickle(addr: &str, n: usize, every: Duration, give_up: Duration) -> Vec<Option<Duration>> {
+    let started = Instant::now();
+    let mut socks: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut closed = vec![None; n];
+    let mut buf = [0u8; 512];
+    while closed.iter().any(Option::is_none) && started.elapsed() < give_up {
+        for (i, s) in socks.iter_mut().enumerate() {
+            if closed[i].is_some() {
+                continue;
+            }
+            let gone = match s.read(&mut buf) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s.write(b"a").is_err(),
+                Err(_) => true,
+            };
+            if gone {
+                closed[i] = Some(started.elapsed());
+            }
+        }
+        std::thread::sleep(every);
+    }
+    closed
+}
+
+/// Reads `path` slowly, 16 KiB every 100 ms, for `time`; returns the bytes
+/// it got.
+fn slow_reader(addr: &str, path: &str, time: Duration) -> usize {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = 0usize;
+    let t = Instant::now();
+    while t.elapsed() < time {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    got
+}
+
+/// For 12 s at once, while a build that printed 32 MiB runs: 40 webhook
+/// bodies of 24 MiB with a wrong signature, each sent over about 9 s; 20
+/// slow readers of the running build's log (half of them following it);
+/// 300 connections trickling a request header from one address. Then, for
+/// 4 s, 20 slow readers of the finished (compressed) log. The daemon's
+/// VmRSS stays under 150 MiB throughout (the budget lets two bodies in,
+/// 48 MiB; a log reader holds a few chunks, and a zstd window when it
+/// decompresses), `/healthz` answers each probe within 3 s, the slow
+/// headers are cut off at the 10 s header timeout, and the log is then
+/// served whole.
+#[test]
+fn attacks_at_scale_keep_memory_bounded() {
+    const WEBHOOKS: usize = 40;
+    const WEBHOOK_BODY: usize = 24 * MIB;
+    const READERS: usize = 20;
+    const LOG_BYTES: usize = 32 * MIB;
+    const SLOW_HEADERS: usize = 300;
+    const ATTACK: Duration = Duration::from_secs(12);
+    const RSS_LIMIT_KIB: u64 = 150 * 1024;
+    const HEALTHZ_LIMIT: Duration = Duration::from_secs(3);
+
+    const FINISHED: Duration = Duration::from_secs(4);
+
+    let (farm, d, _) = log_farm(
+        &format!(
+            "yes 'farmhand stress test: a long line of build output, again and again' | head -c {LOG_BYTES}"
+        ),
+        true,
+        LOG_BYTES as u64,
+    );
+    let addr = d.addr.clone().unwrap();
+    let pid = d.pid();
+    for _ in 0..10 {
+        d.assert_healthy();
+    }
+    let rss_before = vm_rss_kib(pid);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(rss_before));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            // A daemon that died (a zombie has no VmRSS) reads as u64::MAX.
+            while !stop.load(Ordering::SeqCst) {
+                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        let kib = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+                        kib.split_whitespace().next()?.parse().ok()
+                    })
+                    .unwrap_or(u64::MAX);
+                peak.fetch_max(rss, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let started = Instant::now();
+
+    // 40 unsigned webhook bodies of 24 MiB, each sent over ~9 s.
+    let webhooks: Vec<_> = (0..WEBHOOKS)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let head = format!(
+                    "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n\
+                     X-Hub-Signature-256: {BAD_SIGNATURE}\r\nContent-Length: {WEBHOOK_BODY}\r\n\r\n"
+                );
+                let r = exchange(&addr, &head, |s| {
+                    let chunk = vec![b'a'; 64 * 1024];
+                    let pause = Duration::from_secs(9) / (WEBHOOK_BODY / chunk.len()) as u32;
+                    for _ in 0..WEBHOOK_BODY / chunk.len() {
+                        if s.write_all(&chunk).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(pause);
+                    }
+                });
+                (r.status, r.header("retry-after").map(str::to_string))
+            })
+        })
+        .collect();
+
+    // 20 slow readers of the running build's 32 MiB log, half following.
+    let readers: Vec<_> = (0..READERS)
+        .map(|i| {
+            let addr = addr.clone();
+            let path = ["/builds/1/log", "/builds/1/log?follow=1"][i % 2];
+            std::thread::spawn(move || slow_reader(&addr, path, ATTACK))
+        })
+        .collect();
+
+    // 300 connections trickling a header, one byte per 500 ms.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            trickle(
+                &addr,
+                SLOW_HEADERS,
+                Duration::from_millis(500),
+                Duration::from_secs(16),
+            )
+        })
+    };
+
+    // Meanwhile /healthz answers, promptly.
+    let mut worst = Duration::ZERO;
+    let mut probes = 0;
+    while started.elapsed() < ATTACK {
+        let t = Instant::now();
+        let Some(raw) = raw_exchange(
+            &addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        ) else {
+            break;
+        };
+        assert_eq!(
+            status_of(&raw),
+            Some(200),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        worst = worst.max(t.elapsed());
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // (0: no answer at all.)
+    let outcomes: Vec<(u16, Option<String>)> = webhooks
+        .into_iter()
+        .map(|h| h.join().unwrap_or((0, None)))
+        .collect();
+    let read: Vec<usize> = readers.into_iter().map(|h| h.join().unwrap()).collect();
+    let closed = slow.join().unwrap();
+    let rss_peak = peak.swap(0, Ordering::SeqCst);
+    assert!(
+        rss_peak != u64::MAX,
+        "the daemon died under the attacks; its log ends:\n{}",
+        d.logs()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let busy = outcomes
+        .iter()
+        .filter(|(s, after)| *s == 503 && after.is_some())
+        .count();
+    eprintln!(
+        "attacks: VmRSS {rss_before} KiB before, peak {rss_peak} KiB (limit {RSS_LIMIT_KIB} KiB); \
+         /healthz worst {worst:?} over {probes} probes; webhook answers {:?}; \
+         log readers got {:?} bytes; slow headers closed after {:?} .. {:?}",
+        outcomes.iter().map(|o| o.0).collect::<Vec<_>>(),
+        read,
+        closed.iter().flatten().min(),
+        closed.iter().flatten().max(),
+    );
+    assert!(
+        rss_peak < RSS_LIMIT_KIB,
+        "VmRSS peaked at {rss_peak} KiB (before: {rss_before} KiB)"
+    );
+    assert!(worst < HEALTHZ_LIMIT, "/healthz took {worst:?}");
+    assert!(
+        busy >= WEBHOOKS - 10,
+        "only {busy} of {WEBHOOKS} bodies refused with 503 + Retry-After: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|(s, _)| matches!(s, 503 | 401 | 408)),
+        "{outcomes:?}"
+    );
+    assert!(
+        read.iter().all(|&n| n > 0),
+        "a log reader got nothing: {read:?}"
+    );
+    for (i, c) in closed.iter().enumerate() {
+        let c = c.unwrap_or_else(|| panic!("slow connection {i} still open"));
+        assert!(
+            c >= Duration::from_secs(8) && c <= Duration::from_secs(14),
+            "slow connection {i} closed after {c:?}"
+        );
+    }
+
+    // The build ends; its log is compressed, and read slowly by 20 more.
+    std::fs::write(farm.root.join("gate"), "").unwrap();
+    d.wait_event("build + publish complete", &[("recipe", "hello")], T);
+    let finished: Vec<_> = (0..READERS)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || slow_reader(&addr, "/builds/1/log", FINISHED))
+        })
+        .collect();
+    let read: Vec<usize> = finished.into_iter().map(|h| h.join().unwrap()).collect();
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    let rss_finished = peak.load(Ordering::SeqCst);
+    eprintln!(
+        "attacks: VmRSS peak {rss_finished} KiB while {READERS} read the finished log; they got {read:?} bytes"
+    );
+    assert!(
+        rss_finished < RSS_LIMIT_KIB,
+        "VmRSS peaked at {rss_finished} KiB reading the finished log (before: {rss_before} KiB)"
+    );
+    assert!(
+        read.iter().all(|&n| n > 0),
+        "a log reader got nothing: {read:?}"
+    );
+
+    // Afterwards the log is served whole, and the daemon is healthy.
+    let zst = walk_tree(&farm.state().join("logs"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".log.zst"))
+        .expect("the compressed log");
+    let want = zstd::decode_all(&std::fs::read(&zst).unwrap()[..]).unwrap();
+    assert!(want.len() >= LOG_BYTES, "log is {} bytes", want.len());
+    let r = d.get("/builds/1/log");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), want.len());
+    assert!(r.body == want, "the log differs from the file");
+    let head = d.http("HEAD", "/builds/1/log", &[], b"");
+    assert_eq!(
+        head.header("content-length"),
+        Some(want.len().to_string().as_str())
+    );
+    d.assert_healthy();
+    eprintln!(
+        "attacks: VmRSS {} KiB after; {:?} in all",
+        vm_rss_kib(pid),
+        started.elapsed()
     );
 }
