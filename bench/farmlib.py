@@ -1,13 +1,17 @@
 """Shared helpers for the benchmark scripts: temporary farms, local
 upstreams, the release binary, log scraping. Everything listens on
 127.0.0.1 and every loop is bounded in count and time."""
-import hashlib, hmac, json, os, re, subprocess, sys, tempfile, threading, time, urllib.request
+import base64, hashlib, hmac, json, os, re, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "farmhand")
+# FARMHAND_BIN runs another build (e.g. target/debug/farmhand) instead of
+# the release binary; its figures are then not comparable with the table.
+BIN = os.environ.get("FARMHAND_BIN") or os.path.join(ROOT, "target", "release", "farmhand")
 
 
 def build_release():
+    if os.environ.get("FARMHAND_BIN"):
+        return
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
 
@@ -97,6 +101,39 @@ class Farm:
         req = urllib.request.Request(f"http://{self.addr}/webhooks/github", data=body, method="POST",
                                      headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
                                               "X-Hub-Signature-256": sig})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+
+    def forge_webhook(self, forge, upstream, tag, delivery):
+        """A signed tag event as `forge` sends it (github, gitlab, gitea,
+        bitbucket); returns the HTTP status."""
+        secret = b"bench-secret"
+        if forge == "github":
+            body = json.dumps({"ref": f"refs/tags/{tag}", "repository": {"clone_url": upstream}}).encode()
+            headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
+                       "X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()}
+        elif forge == "gitlab":
+            body = json.dumps({"object_kind": "tag_push", "ref": f"refs/tags/{tag}",
+                               "project": {"git_http_url": upstream, "web_url": upstream}}).encode()
+            ts = str(int(time.time()))
+            mac = hmac.new(secret, f"{delivery}.{ts}.".encode() + body, hashlib.sha256).digest()
+            headers = {"X-Gitlab-Event": "Tag Push Hook", "Idempotency-Key": delivery,
+                       "webhook-id": delivery, "webhook-timestamp": ts,
+                       "webhook-signature": "v1," + base64.b64encode(mac).decode()}
+        elif forge == "gitea":
+            body = json.dumps({"ref": tag, "ref_type": "tag", "repository": {"clone_url": upstream}}).encode()
+            headers = {"X-Gitea-Event": "create", "X-Gitea-Delivery": delivery,
+                       "X-Gitea-Signature": hmac.new(secret, body, hashlib.sha256).hexdigest()}
+        elif forge == "bitbucket":
+            body = json.dumps({"push": {"changes": [{"new": {"type": "tag", "name": tag}}]},
+                               "repository": {"links": {"html": {"href": upstream}}}}).encode()
+            headers = {"X-Event-Key": "repo:push", "X-Request-UUID": delivery,
+                       "X-Hub-Signature": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()}
+        else:
+            raise ValueError(forge)
+        headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(f"http://{self.addr}/webhooks/{forge}", data=body, method="POST",
+                                     headers=headers)
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
 

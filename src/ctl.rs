@@ -171,11 +171,18 @@ fn run(args: CtlArgs, config: &Path) -> Result<()> {
                 print_out(&render_builds(&builds))
             }
         }
-        CtlCommand::Recipe { recipe } => match target.recipe(&recipe)? {
-            (doc, _) if json => print_json(&doc),
-            (doc, Source::Endpoint) => print_out(&render_fields(&doc)),
-            (doc, Source::Status) => print_out(&render_recipe(&doc)),
-        },
+        // `--json` prints the API's document (`GET /recipes/{id}`); the
+        // table is the recipe as `/status` and `/builds` show it now.
+        CtlCommand::Recipe { recipe } if json => {
+            print_json(&target.get_json(&format!("/recipes/{}", encode(&recipe)))?)
+        }
+        CtlCommand::Recipe { recipe } => {
+            let status = target.get_json("/status")?;
+            let builds = target.get_json("/builds")?;
+            print_out(&render_recipe(&recipe_from_status(
+                &recipe, &status, &builds,
+            )?))
+        }
         CtlCommand::Log { id, follow } => {
             let path = if follow {
                 format!("/builds/{id}/log?follow=1")
@@ -338,27 +345,6 @@ impl Target {
         let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         print_out(doc["message"].as_str().unwrap_or(text.trim()))
     }
-
-    /// One recipe: `GET /recipes/{id}` where the daemon has it, else put
-    /// together from `/status` and `/builds`.
-    fn recipe(&self, id: &str) -> Result<(Value, Source)> {
-        let path = format!("/recipes/{}", encode(id));
-        match self.get_json(&path) {
-            Err(Fail::Daemon(m)) if m.contains("404 no such endpoint") => {}
-            other => return other.map(|doc| (doc, Source::Endpoint)),
-        }
-        let status = self.get_json("/status")?;
-        let builds = self.get_json("/builds")?;
-        Ok((recipe_from_status(id, &status, &builds)?, Source::Status))
-    }
-}
-
-/// Where a recipe's document came from.
-enum Source {
-    /// `GET /recipes/{id}`.
-    Endpoint,
-    /// Put together from `/status` and `/builds` ([`recipe_from_status`]).
-    Status,
 }
 
 /// `(authority, base path)` of `http://host:port[/base]`.
@@ -843,28 +829,6 @@ fn render_builds(builds: &[Value]) -> String {
         ],
         &rows,
     )
-}
-
-/// A JSON object as `key  value` lines (nested values as compact JSON).
-fn render_fields(doc: &Value) -> String {
-    let Some(m) = doc.as_object() else {
-        return format!("{doc}\n");
-    };
-    let rows: Vec<Vec<String>> = m
-        .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::Array(a) if a.is_empty() => "none".into(),
-                Value::Array(a) if a.iter().all(|x| !x.is_object()) => {
-                    a.iter().map(scalar).collect::<Vec<_>>().join(", ")
-                }
-                Value::Object(_) | Value::Array(_) => v.to_string(),
-                other => scalar(other),
-            };
-            vec![k.replace('_', " "), text]
-        })
-        .collect();
-    pairs(&rows)
 }
 
 /// A recipe document of [`recipe_from_status`], for people.

@@ -88,6 +88,7 @@ pub async fn run(dir: &Path, addr: &str) -> Result<(), Fatal> {
         let addr = bound.map_or_else(|| addr.to_string(), |a| a.to_string());
         eprintln!(
             "\nfarmhand demo farm in {dir}\n\
+             \x20 console:   open http://{addr}/ in a browser\n\
              \x20 status:    curl http://{addr}/status\n\
              \x20 metrics:   curl http://{addr}/metrics\n\
              \x20 builds:    curl http://{addr}/builds\n\

@@ -51,10 +51,10 @@ pub mod git;
 pub mod host;
 /// Pure data and rules: config, recipes, versions, tags, the build vocabulary.
 pub mod model;
-/// The repository: index, atomic publish, signing, upload.
+/// The repository: index, atomic publish, signing, upload; notifications out.
 pub mod publish;
 /// HTTP: routes, `/status` and `/metrics` rendering, builds and recipes,
-/// logs, the event bus and `/events`, webhooks.
+/// logs, the event bus and `/events`, webhooks, the console pages.
 pub mod serve;
-/// Learning about versions: the poll schedule and webhooks.
+/// Learning about versions: the poll schedule and every forge's webhooks.
 pub mod watch;

@@ -4,7 +4,7 @@
 //! `route` never panics on any method, path and query; it answers what an
 //! independent reading of the endpoint table says; `HEAD` goes where `GET`
 //! goes; an unknown path is 404 whatever the method; a build's or recipe's
-//! id prints back to exactly the path it came from. Paths are taken raw and
+//! id (and an asset's path) prints back to exactly the path it came from. Paths are taken raw and
 //! also assembled from the pieces routes are made of, so that
 //! `/builds/{id}/log` and its near misses (`/builds/log`, `/builds//log`,
 //! `/builds/+1/log`, ids past `u64::MAX`) and the control API's paths
@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 
 use arbitrary::Arbitrary;
 use farmhand::serve::http::{route, Route};
+use farmhand::watch::Forge;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -39,7 +40,7 @@ struct Input<'a> {
 }
 
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "get"];
-const KNOWN: [&str; 19] = [
+const KNOWN: [&str; 22] = [
     "/recipes/",
     "/failures/",
     "/poll",
@@ -50,6 +51,9 @@ const KNOWN: [&str; 19] = [
     "zlib@1.3-1",
     "/events",
     "/builds/7",
+    "/webhooks/",
+    "gitlab",
+    "/assets/",
     "/healthz",
     "/status",
     "/metrics",
@@ -64,8 +68,10 @@ const QUERY: [&str; 7] = ["follow=1", "follow=true", "follow", "=", "&", "1", "x
 
 static BUILD_LOG: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^/builds/([1-9][0-9]*)/log$").unwrap());
+static LOG_LIKE: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^/builds/.*/log$").unwrap());
 static BUILD: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^/builds/([1-9][0-9]*)$").unwrap());
+    LazyLock::new(|| regex::Regex::new(r"^/builds/([^/]+)$").unwrap());
 static RECIPE: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^/recipes/([^/]+)$").unwrap());
 
@@ -89,7 +95,12 @@ fn expected<'a>(method: &str, path: &'a str, query: Option<&str>) -> Route<'a> {
             .and_then(|m| m.as_str().parse::<u64>().ok())
     };
     let (target, allow) = match path {
-        "/webhooks/github" => (Route::GithubWebhook, "POST"),
+        "/webhooks/github" => (Route::Webhook(Forge::Github), "POST"),
+        "/webhooks/gitlab" => (Route::Webhook(Forge::Gitlab), "POST"),
+        "/webhooks/gitea" => (Route::Webhook(Forge::Gitea), "POST"),
+        "/webhooks/bitbucket" => (Route::Webhook(Forge::Bitbucket), "POST"),
+        "/" => (Route::Console, "GET, HEAD"),
+        _ if path.starts_with("/assets/") => (Route::Asset(path), "GET, HEAD"),
         "/healthz" => (Route::Healthz, "GET, HEAD"),
         "/status" => (Route::Status, "GET, HEAD"),
         "/metrics" => (Route::Metrics, "GET, HEAD"),
@@ -101,8 +112,10 @@ fn expected<'a>(method: &str, path: &'a str, query: Option<&str>) -> Route<'a> {
                 let follow = query
                     .is_some_and(|q| q.split('&').any(|p| p == "follow=1" || p == "follow=true"));
                 (Route::BuildLog { id, follow }, "GET, HEAD")
-            } else if let Some(id) = id(&BUILD) {
-                (Route::Build { id }, "GET, HEAD")
+            } else if LOG_LIKE.is_match(path) {
+                return Route::NotFound;
+            } else if BUILD.is_match(path) {
+                (Route::Build(&path["/builds/".len()..]), "GET, HEAD")
             } else if RECIPE.is_match(path) {
                 (Route::Recipe(&path["/recipes/".len()..]), "GET, HEAD")
             } else {
@@ -141,7 +154,8 @@ fn check(method: &str, path: &str, query: Option<&str>) {
     }
     match r {
         Route::BuildLog { id, .. } => assert_eq!(format!("/builds/{id}/log"), path),
-        Route::Build { id } => assert_eq!(format!("/builds/{id}"), path),
+        Route::Build(id) => assert_eq!(format!("/builds/{id}"), path),
+        Route::Asset(p) => assert_eq!(p, path),
         Route::Recipe(id) => assert_eq!(format!("/recipes/{id}"), path),
         _ => {}
     }

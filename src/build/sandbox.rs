@@ -125,22 +125,20 @@ impl Sandbox {
     pub fn wrap(&self, paths: &BuildPaths, argv: &[String]) -> Vec<String> {
         let mut a: Vec<String> = vec![self.bwrap.display().to_string()];
         let mut push = |args: &[&str]| a.extend(args.iter().map(std::string::ToString::to_string));
+        // No cgroup namespace (the build sees no /sys at all) and no
+        // --hostname (sethostname): the shipped unit allows only the
+        // namespaces and system calls these options need
+        // (systemd/farmhand.service).
         push(&[
             "--unshare-user",
             "--unshare-ipc",
             "--unshare-pid",
             "--unshare-uts",
-            "--unshare-cgroup-try",
         ]);
         if !self.network {
             push(&["--unshare-net"]);
         }
-        push(&[
-            "--die-with-parent",
-            "--new-session",
-            "--hostname",
-            "farmhand-build",
-        ]);
+        push(&["--die-with-parent", "--new-session"]);
         for t in READ_ONLY_TREES {
             push(&["--ro-bind-try", t, t]);
         }
@@ -215,6 +213,8 @@ mod tests {
         for want in [
             "--unshare-pid",
             "--unshare-user",
+            "--unshare-ipc",
+            "--unshare-uts",
             "--die-with-parent",
             "--new-session",
             "--ro-bind-try /usr /usr",
@@ -227,6 +227,9 @@ mod tests {
             assert!(a.contains(want), "{want} not in {a}");
         }
         assert!(!a.contains("--unshare-net"), "{a}");
+        // The shipped unit refuses cgroup namespaces and sethostname.
+        assert!(!a.contains("--unshare-cgroup"), "{a}");
+        assert!(!a.contains("--hostname"), "{a}");
         assert!(
             !a.contains("/var/lib/farmhand "),
             "state_dir itself is never bound: {a}"

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
@@ -25,8 +26,9 @@ use crate::farm::worker::{self, RepoAtStart, Worker, WorkerSetup};
 use crate::host::health::{Health, Loop};
 use crate::host::keys::{read_control_token, KeyError};
 use crate::host::systemd;
-use crate::model::config::{format_duration, BuildBackend, Config, SandboxMode};
+use crate::model::config::{format_duration, BuildBackend, Config, NotifyTarget, SandboxMode};
 use crate::model::recipe::{self, Roster};
+use crate::publish::notify::Notifier;
 use crate::publish::repo::{Repo, RepoConfig, RepoError};
 use crate::serve::control::{ControlApi, ControlToken, TokenSlot};
 use crate::serve::events::EventBus;
@@ -92,7 +94,7 @@ fn roster_problems(cfg: &Config, roster: &Roster) -> Vec<String> {
         let ids: Vec<_> = roster
             .recipes
             .values()
-            .filter(|r| r.watch.github_webhook)
+            .filter(|r| r.watch.webhook)
             .map(|r| r.id.as_str())
             .collect();
         p.push(format!(
@@ -130,9 +132,17 @@ fn check_state_dir_owner(state: &Path) -> Result<(), Fatal> {
 /// Warnings about local upstreams that git will refuse to read as the
 /// user `--check` runs as (the daemon's user, when run as the docs show):
 /// missing, or owned by another user and not in git's `safe.directory`.
-fn local_upstream_warnings(roster: &Roster) -> Vec<String> {
+fn local_upstream_warnings(roster: &Roster, state_dir: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let me = nix::unistd::geteuid().as_raw();
+    // The user the daemon runs as: this one, or, for root (an operator
+    // checking the service's farm), the owner of the state directory.
+    let me = match nix::unistd::geteuid().as_raw() {
+        0 => match std::fs::metadata(state_dir) {
+            Ok(m) => m.uid(),
+            Err(_) => 0,
+        },
+        uid => uid,
+    };
     let mut out = Vec::new();
     for r in roster.recipes.values() {
         let Some(up) = &r.upstream else { continue };
@@ -189,7 +199,7 @@ fn check_report(config_path: &Path) -> (i32, String) {
             problems.push(format!("{}: {e}", cfg.path.display()));
         }
     }
-    let warnings = local_upstream_warnings(&roster);
+    let warnings = local_upstream_warnings(&roster, &cfg.manager.state_dir);
     if let Some(f) = &cfg.http.webhook_secret_file {
         if roster.any_webhook() {
             if let Err(e) = read_secret(f) {
@@ -199,6 +209,17 @@ fn check_report(config_path: &Path) -> (i32, String) {
     }
     if let Err(e) = control_token(&cfg) {
         problems.push(e.to_string());
+    }
+    for (i, n) in cfg.notify.iter().enumerate() {
+        if let NotifyTarget::Url { secret_file, .. } = &n.target {
+            if let Err(e) = crate::host::keys::read_secret(
+                secret_file,
+                "notification secret",
+                "notifications are always signed",
+            ) {
+                problems.push(format!("notify[{i}].secret_file: {e}"));
+            }
+        }
     }
     let _ = writeln!(
         out,
@@ -217,7 +238,7 @@ fn check_report(config_path: &Path) -> (i32, String) {
                 Some(u) => (u.git.clone(), format_duration(r.watch.poll_interval)),
                 None => ("(none: not auto-built)".into(), "-".into()),
             };
-            let hook = if r.watch.github_webhook { "on" } else { "off" };
+            let hook = if r.watch.webhook { "on" } else { "off" };
             [r.id.clone(), up, interval, hook.into()]
         })
         .collect();
@@ -260,17 +281,11 @@ fn check_report(config_path: &Path) -> (i32, String) {
 }
 
 fn read_secret(path: &Path) -> Result<Arc<[u8]>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("{}: cannot read webhook secret: {e}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let trimmed = text.trim_end();
-    if trimmed.is_empty() {
-        return Err(format!(
-            "{}: webhook secret file is empty; unsigned webhooks are never accepted",
-            path.display()
-        ));
-    }
-    Ok(Arc::from(trimmed.as_bytes()))
+    crate::host::keys::read_secret(
+        path,
+        "webhook secret",
+        "unsigned webhooks are never accepted",
+    )
 }
 
 /// The control token `[http].control_token_file` holds, if one is
@@ -548,6 +563,10 @@ async fn choose_sandbox(cfg: &Config) -> Result<Option<Sandbox>, Fatal> {
         .parent()
         .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf()))
         .unwrap_or_default();
+    let notify_secrets = cfg.notify.iter().filter_map(|n| match &n.target {
+        NotifyTarget::Url { secret_file, .. } => Some(secret_file),
+        NotifyTarget::Command { .. } => None,
+    });
     let secrets: Vec<PathBuf> = [
         &cfg.signing_key_file,
         &cfg.http.webhook_secret_file,
@@ -555,6 +574,7 @@ async fn choose_sandbox(cfg: &Config) -> Result<Option<Sandbox>, Fatal> {
     ]
     .into_iter()
     .flatten()
+    .chain(notify_secrets)
     .cloned()
     .collect();
     let network = cfg.build.network;
@@ -567,6 +587,9 @@ async fn choose_sandbox(cfg: &Config) -> Result<Option<Sandbox>, Fatal> {
             info!(network, "build sandbox: bubblewrap");
             Ok(Some(s))
         }
+        (Err(e), _) if !cfg.build.network => Err(Fatal::Runtime(anyhow::anyhow!(
+            "build.network = false needs the build sandbox, and bubblewrap does not work here: {e}"
+        ))),
         (Err(e), SandboxMode::Bwrap) => Err(Fatal::Runtime(anyhow::anyhow!(
             "build.sandbox = \"bwrap\" but bubblewrap does not work here: {e}"
         ))),
@@ -577,10 +600,24 @@ async fn choose_sandbox(cfg: &Config) -> Result<Option<Sandbox>, Fatal> {
     }
 }
 
+/// How long `--once` waits, after its builds, for the notifications they
+/// raised (each is bounded: 4 attempts of 10 s and 7 s of waits).
+const ONCE_NOTIFY_GRACE: Duration = Duration::from_secs(60);
+/// How long a stopping daemon waits for queued notifications.
+const SHUTDOWN_NOTIFY_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts the `[[notify]]` delivery tasks, counting outcomes in `status`.
+fn start_notifier(cfg: &Config, status: &Arc<Status>) -> Result<Notifier, Fatal> {
+    let status = status.clone();
+    Notifier::start(cfg, Arc::new(move |r| status.notification(r)))
+        .map_err(|e| Fatal::Runtime(anyhow::anyhow!(e)))
+}
+
 /// `--once`: poll every recipe, build and publish what is new, exit.
 pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
     let farm = prepare(cfg, "once").await?;
     let _state_lock = farm.state_lock;
+    let notifier = start_notifier(&farm.cfg, &farm.status)?;
     let cancel = CancellationToken::new();
     spawn_signal_stop(cancel.clone());
     let (roster_tx, roster_rx) = watch::channel(Arc::new(farm.roster));
@@ -596,6 +633,7 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
         roster: roster_rx,
         polls: None,
         shutdown: cancel.clone(),
+        notify: notifier.sender(),
     });
     let paused = w.paused().borrow().clone();
     let worker_task = tokio::spawn(w.run(wrx, None));
@@ -613,7 +651,9 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
     .await;
     // The worker drains the queue and stops once no sender is left.
     drop(wtx);
-    if let Err(e) = worker_task.await {
+    let worker_result = worker_task.await;
+    notifier.close(ONCE_NOTIFY_GRACE).await;
+    if let Err(e) = worker_result {
         error!(err = %e, "manager.Run returned non-cancel error");
         return Err(Fatal::Runtime(anyhow::anyhow!("build worker failed: {e}")));
     }
@@ -662,6 +702,7 @@ pub async fn run_daemon_with(
     let farm = prepare(cfg, "daemon").await?;
     let _state_lock = farm.state_lock;
     let cfg = farm.cfg.clone();
+    let notifier = start_notifier(&cfg, &farm.status)?;
     let secret: Secret = Arc::new(RwLock::new(None));
     if let Some(f) = &cfg.http.webhook_secret_file {
         match read_secret(f) {
@@ -706,6 +747,7 @@ pub async fn run_daemon_with(
         roster: roster_rx.clone(),
         polls: Some(ptx.clone()),
         shutdown: cancel.clone(),
+        notify: notifier.sender(),
     });
     let paused = w.paused();
     let worker_task = tokio::spawn(w.run(wrx, Some(crx)));
@@ -766,6 +808,7 @@ pub async fn run_daemon_with(
         error!(err = %e, "manager.Run returned non-cancel error");
         failed = true;
     }
+    notifier.close(SHUTDOWN_NOTIFY_GRACE).await;
     let _ = sched_task.await;
     if let Some(h) = http_task {
         let _ = h.await;

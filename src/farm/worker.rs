@@ -44,8 +44,10 @@ use crate::model::build::{
 use crate::model::config::{format_duration, Config};
 use crate::model::control::{ControlAction, ControlEvent, ControlOutcome, ControlRequest, Paused};
 use crate::model::history::{seconds, BuildRecord, PhaseSpan};
+use crate::model::notify::{events_for, NotifyEvent, Outcome};
 use crate::model::recipe::{Recipe, Roster};
 use crate::model::time::rfc3339;
+use crate::publish::notify::Notifications;
 use crate::publish::repo::{Repo, RepoConfig};
 use crate::serve::control::ControlCall;
 use crate::serve::status::{Status, QUEUE_LISTED};
@@ -103,6 +105,8 @@ pub struct WorkerSetup {
     pub polls: Option<mpsc::Sender<PollRequest>>,
     /// Shutdown.
     pub shutdown: CancellationToken,
+    /// Where build events go (`[[notify]]`).
+    pub notify: Notifications,
 }
 
 /// The build worker (see the module documentation).
@@ -133,6 +137,10 @@ pub struct Worker {
     shutdown: CancellationToken,
     /// Kills the build in flight (shutdown, after `shutdown_grace`).
     kill: CancellationToken,
+    notify: Notifications,
+    /// How each recipe's last finished build ended, for the state-change
+    /// events (`failed` once when it starts failing, `recovered`).
+    last_outcome: HashMap<String, Outcome>,
     /// Stops the build in flight (an operator's cancel, or `kill`).
     stop: Option<BuildStop>,
 }
@@ -208,6 +216,7 @@ impl Worker {
             polls,
             shutdown,
             history,
+            notify,
         } = setup;
         let mut queue = BuildQueue::new();
         let (repo, held) = match repo {
@@ -261,6 +270,8 @@ impl Worker {
             shutdown,
             kill: CancellationToken::new(),
             stop: None,
+            notify,
+            last_outcome: HashMap::new(),
         }
     }
 
@@ -714,6 +725,7 @@ impl Worker {
                 self.status.version_published(recipe, version);
                 self.status.build_finished(rec, None);
                 info!(recipe, version, outputs, build_timestamp = %timestamp, build_id = job.id, "build + publish complete");
+                self.notify_outcome(job, Outcome::Succeeded, None);
             }
             Err(f) if f.cancelled => {
                 // An operator's cancel backs off like a failure, so the
@@ -741,6 +753,16 @@ impl Worker {
                     build_id = job.id,
                     "build cancelled"
                 );
+                // An operator's cancel is news; a shutdown is not.
+                if reason == StopReason::Operator {
+                    self.notify.send(
+                        NotifyEvent::Cancelled,
+                        recipe,
+                        version,
+                        job.id,
+                        Some(reason.as_str()),
+                    );
+                }
             }
             Err(f) => {
                 let wait = self.book.record_failure(
@@ -758,7 +780,19 @@ impl Worker {
                 } else {
                     error!(recipe, version, phase = f.phase.as_str(), err = %f.error, next_retry_after = %next, build_id = job.id, "build failed");
                 }
+                let error = format!("{}: {}", f.phase, f.error);
+                self.notify_outcome(job, Outcome::Failed, Some(&error));
             }
+        }
+    }
+
+    /// Records how `job` ended and queues the notifications that raises
+    /// (never waits for their delivery).
+    fn notify_outcome(&mut self, job: &Job, outcome: Outcome, error: Option<&str>) {
+        let previous = self.last_outcome.insert(job.recipe.id.clone(), outcome);
+        for event in events_for(previous, outcome) {
+            self.notify
+                .send(event, &job.recipe.id, &job.version, job.id, error);
         }
     }
 
@@ -826,6 +860,8 @@ impl Worker {
             info!(dropped, "queued builds dropped by reload");
             self.publish_queue();
         }
+        self.last_outcome
+            .retain(|id, _| roster.recipes.contains_key(id) || roster.invalid.contains_key(id));
         let paused_before = self.book.paused().len();
         if prune_book(&mut self.book, &roster) > 0 {
             self.save_book().await;

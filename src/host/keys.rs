@@ -1,7 +1,8 @@
-//! The farm's key files: the Ed25519 signing key and the control API's
-//! bearer token.
+//! The farm's key and secret files: the Ed25519 signing key, the control
+//! API's bearer token, and the shared secrets of webhooks and notifications.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
@@ -108,6 +109,21 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
             bytes.len()
         ))),
     }
+}
+
+/// Reads a secret file (the webhook secret, a notification secret):
+/// its text with trailing whitespace (the final newline) trimmed. An
+/// unreadable or empty file is an error naming the file and `what` (an
+/// empty one also says `why` that matters), never its content.
+pub fn read_secret(path: &Path, what: &str, why: &str) -> Result<Arc<[u8]>, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("{}: cannot read {what}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let trimmed = text.trim_end();
+    if trimmed.is_empty() {
+        return Err(format!("{}: {what} file is empty; {why}", path.display()));
+    }
+    Ok(Arc::from(trimmed.as_bytes()))
 }
 
 #[cfg(test)]

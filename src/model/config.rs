@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::model::notify::NotifyEvent;
+
 /// A config error: the file, and what is wrong in it (key and problem).
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {message}", path.display())]
@@ -48,6 +50,34 @@ pub struct Config {
     pub signing_keys: Vec<SigningKey>,
     /// peipkg-manager's `[[grant]]` tables (used by the peipkg backend).
     pub grants: Vec<Grant>,
+    /// `[[notify]]` tables: where build events are sent.
+    pub notify: Vec<Notify>,
+}
+
+/// One `[[notify]]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    /// The events it subscribes to (`on`), at least one, no repeats.
+    pub on: Vec<NotifyEvent>,
+    /// Where they go.
+    pub target: NotifyTarget,
+}
+
+/// Where a `[[notify]]` table sends its events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotifyTarget {
+    /// POST the event JSON, signed with the secret in `secret_file`.
+    Url {
+        /// An `http://` or `https://` URL.
+        url: String,
+        /// The file holding the signing secret.
+        secret_file: PathBuf,
+    },
+    /// Run this argv with the event JSON on stdin.
+    Command {
+        /// The argv.
+        argv: Vec<String>,
+    },
 }
 
 /// `[manager]`: identity and paths.
@@ -94,6 +124,9 @@ pub struct Http {
     pub addr: Option<String>,
     /// The webhook secret file.
     pub webhook_secret_file: Option<PathBuf>,
+    /// The farm's address as people reach it (`https://farm.example.org`),
+    /// without a trailing slash: the base of links in notifications.
+    pub public_url: Option<String>,
     /// The control API's bearer token file; `None` leaves the control API
     /// off.
     pub control_token_file: Option<PathBuf>,
@@ -220,6 +253,17 @@ struct RawConfig {
     signing_key: Vec<SigningKey>,
     #[serde(default)]
     grant: Vec<Grant>,
+    #[serde(default)]
+    notify: Vec<RawNotify>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawNotify {
+    on: Option<Vec<String>>,
+    url: Option<String>,
+    secret_file: Option<String>,
+    command: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -259,6 +303,7 @@ struct RawHttp {
     webhook_secret_file: Option<String>,
     control_token_file: Option<String>,
     max_event_clients: Option<i64>,
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -450,6 +495,15 @@ impl Config {
                     )))
                 }
             },
+            public_url: match raw.http.public_url.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(u) => Some(
+                    http_url(u)
+                        .map_err(|e| c.err(format!("http.public_url: {e}")))?
+                        .trim_end_matches('/')
+                        .to_string(),
+                ),
+            },
         };
 
         let p = raw
@@ -562,6 +616,13 @@ impl Config {
             })
             .collect();
 
+        let notify = raw
+            .notify
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| notify_table(&c, i, n, &resolve))
+            .collect::<Result<_, _>>()?;
+
         Ok(Config {
             path: path.to_path_buf(),
             manager,
@@ -575,6 +636,7 @@ impl Config {
             history,
             signing_keys,
             grants: raw.grant,
+            notify,
         })
     }
 
@@ -595,6 +657,98 @@ impl Config {
 pub fn backoff_after(schedule: &[Duration], failures: u32) -> Duration {
     let i = (failures.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
     schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
+}
+
+/// Validates one `[[notify]]` table (`notify[i]` in messages).
+fn notify_table(
+    c: &Check,
+    i: usize,
+    n: RawNotify,
+    resolve: &dyn Fn(String) -> PathBuf,
+) -> Result<Notify, ConfigError> {
+    let names = NotifyEvent::ALL
+        .iter()
+        .map(|e| format!("{:?}", e.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let list = n.on.unwrap_or_default();
+    if list.is_empty() {
+        return Err(c.err(format!(
+            "notify[{i}].on: is required: a list of one or more of {names}"
+        )));
+    }
+    let mut on = Vec::new();
+    for e in &list {
+        let Some(event) = NotifyEvent::parse(e) else {
+            return Err(c.err(format!("notify[{i}].on: {e:?} is not one of {names}")));
+        };
+        if on.contains(&event) {
+            return Err(c.err(format!("notify[{i}].on: {e:?} is listed twice")));
+        }
+        on.push(event);
+    }
+    let target = match (n.url, n.command) {
+        (Some(_), Some(_)) => {
+            return Err(c.err(format!(
+                "notify[{i}]: set url (with secret_file) or command, not both"
+            )))
+        }
+        (None, None) => {
+            return Err(c.err(format!(
+                "notify[{i}]: set url (with secret_file) or command"
+            )))
+        }
+        (Some(url), None) => {
+            let url = http_url(url.trim()).map_err(|e| c.err(format!("notify[{i}].url: {e}")))?;
+            let secret_file = n
+                .secret_file
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| {
+                    c.err(format!(
+                        "notify[{i}].secret_file: is required with url (every delivery is signed)"
+                    ))
+                })?;
+            NotifyTarget::Url {
+                url: url.to_string(),
+                secret_file: resolve(secret_file),
+            }
+        }
+        (None, Some(argv)) => {
+            if n.secret_file.is_some() {
+                return Err(c.err(format!(
+                    "notify[{i}].secret_file: applies to url only, not to command"
+                )));
+            }
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(c.err(format!(
+                    "notify[{i}].command: the first element must name a program"
+                )));
+            }
+            NotifyTarget::Command { argv }
+        }
+    };
+    Ok(Notify { on, target })
+}
+
+/// `u` when it is an absolute `http://` or `https://` URL with a host.
+fn http_url(u: &str) -> Result<&str, String> {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(|| format!("{u:?} must start with http:// or https://"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') || host.ends_with('@') {
+        return Err(format!("{u:?} has no host"));
+    }
+    if u.bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(format!("{u:?} holds whitespace or control characters"));
+    }
+    if u.parse::<hyper::Uri>().is_err() {
+        return Err(format!("{u:?} is not a valid URL"));
+    }
+    Ok(u)
 }
 
 /// The smallest poll interval accepted.
@@ -1028,6 +1182,97 @@ default_interval = "1h"
         assert_eq!(c.http.max_event_clients, 3);
         assert_eq!(c.build.keep_logs_for, Duration::from_secs(48 * 3600));
         assert_eq!(c.history.keep, 5);
+    }
+
+    #[test]
+    fn notify_tables() {
+        let base = "[manager]\nid = \"f\"\nrecipes_dir = \"r\"\nstate_dir = \"s\"\n[repo]\nname = \"p\"\n[poll]\ndefault_interval = \"1h\"\n";
+        let c = parse(&format!(
+            "{base}[http]\npublic_url = \"https://farm.example.org/\"\n\
+             [[notify]]\non = [\"failed\", \"recovered\"]\nurl = \"https://hooks.example.org/farm\"\nsecret_file = \"notify-secret\"\n\
+             [[notify]]\non = [\"published\", \"cancelled\"]\ncommand = [\"/usr/local/bin/farm-notify\", \"-v\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.http.public_url.as_deref(),
+            Some("https://farm.example.org")
+        );
+        assert_eq!(c.notify.len(), 2);
+        assert_eq!(
+            c.notify[0].on,
+            [NotifyEvent::Failed, NotifyEvent::Recovered]
+        );
+        match &c.notify[0].target {
+            NotifyTarget::Url { url, secret_file } => {
+                assert_eq!(url, "https://hooks.example.org/farm");
+                assert!(secret_file.is_absolute() && secret_file.ends_with("notify-secret"));
+            }
+            t => panic!("{t:?}"),
+        }
+        assert_eq!(
+            c.notify[1].target,
+            NotifyTarget::Command {
+                argv: vec!["/usr/local/bin/farm-notify".into(), "-v".into()]
+            }
+        );
+        for (table, want) in [
+            ("on = []\ncommand = [\"x\"]", "notify[0].on: is required"),
+            ("command = [\"x\"]", "notify[0].on: is required"),
+            (
+                "on = [\"fail\"]\ncommand = [\"x\"]",
+                "notify[0].on: \"fail\" is not one of",
+            ),
+            (
+                "on = [\"failed\", \"failed\"]\ncommand = [\"x\"]",
+                "listed twice",
+            ),
+            (
+                "on = [\"failed\"]",
+                "notify[0]: set url (with secret_file) or command",
+            ),
+            (
+                "on = [\"failed\"]\nurl = \"https://h/x\"\nsecret_file = \"s\"\ncommand = [\"x\"]",
+                "not both",
+            ),
+            (
+                "on = [\"failed\"]\nurl = \"https://h/x\"",
+                "notify[0].secret_file: is required with url",
+            ),
+            (
+                "on = [\"failed\"]\nurl = \"ftp://h/x\"\nsecret_file = \"s\"",
+                "notify[0].url: \"ftp://h/x\" must start with http:// or https://",
+            ),
+            (
+                "on = [\"failed\"]\nurl = \"https:///x\"\nsecret_file = \"s\"",
+                "notify[0].url: \"https:///x\" has no host",
+            ),
+            (
+                "on = [\"failed\"]\ncommand = []",
+                "notify[0].command: the first element must name a program",
+            ),
+            (
+                "on = [\"failed\"]\ncommand = [\"x\"]\nsecret_file = \"s\"",
+                "notify[0].secret_file: applies to url only",
+            ),
+            (
+                "on = [\"failed\"]\ncommand = [\"x\"]\nurls = \"y\"",
+                "unknown field `urls`",
+            ),
+        ] {
+            let e = parse(&format!("{base}[[notify]]\n{table}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{table:?}: {e}");
+        }
+        let e = parse(&format!(
+            "{base}[http]\npublic_url = \"farm.example.org\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("http.public_url: \"farm.example.org\" must start with http:// or https://"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod control;
 pub mod history;
 /// Path-safe names.
 pub mod name;
+/// Notifications out: events, their JSON, the state-change rule.
+pub mod notify;
 /// Package stanzas of a recipe (`[[package]]`).
 pub mod package;
 /// Recipe files: parsing and validation, the roster type.

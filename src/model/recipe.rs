@@ -84,8 +84,9 @@ pub struct Upstream {
 /// `[watch]`: how new versions are learned about.
 #[derive(Debug, Clone)]
 pub struct Watch {
-    /// Accept GitHub webhooks for this upstream.
-    pub github_webhook: bool,
+    /// Accept webhooks for this upstream, from any forge (`[watch].webhook`,
+    /// or the anchor's `github_webhook`, which means the same).
+    pub webhook: bool,
     /// The poll interval (the config default when the recipe sets none).
     pub poll_interval: Duration,
     /// Whether the recipe set its own interval.
@@ -134,7 +135,7 @@ impl Recipe {
         key(self) != key(other)
             || self.watch.poll_interval != other.watch.poll_interval
             || self.watch.backlog != other.watch.backlog
-            || self.watch.github_webhook != other.watch.github_webhook
+            || self.watch.webhook != other.watch.webhook
             || self.build_script != other.build_script
             || self.packages != other.packages
     }
@@ -157,7 +158,7 @@ impl Roster {
 
     /// True when some valid recipe accepts webhooks.
     pub fn any_webhook(&self) -> bool {
-        self.recipes.values().any(|r| r.watch.github_webhook)
+        self.recipes.values().any(|r| r.watch.webhook)
     }
 }
 
@@ -277,8 +278,8 @@ struct RawUpstream {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 struct RawWatch {
-    #[serde(default)]
-    github_webhook: bool,
+    webhook: Option<bool>,
+    github_webhook: Option<bool>,
     poll_interval: Option<String>,
     backlog: Option<String>,
 }
@@ -450,6 +451,14 @@ pub fn parse_recipe(
             (d, true)
         }
     };
+    let webhook = match (raw.watch.webhook, raw.watch.github_webhook) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(err(format!(
+                "watch.webhook: {a} contradicts watch.github_webhook = {b} (they mean the same; set one)"
+            )))
+        }
+        (a, b) => a.or(b).unwrap_or(false),
+    };
     let backlog = match raw.watch.backlog.as_deref() {
         None | Some("all") => Backlog::All,
         Some("latest") => Backlog::Latest,
@@ -472,7 +481,7 @@ pub fn parse_recipe(
         packages,
         upstream,
         watch: Watch {
-            github_webhook: raw.watch.github_webhook,
+            webhook,
             poll_interval,
             poll_interval_set,
             backlog,
@@ -590,7 +599,12 @@ x = 1
             ),
             ("[watch]\npoll_interval='10s'\n", "watch.poll_interval"),
             ("[watch]\nbacklog='some'\n", "watch.backlog"),
-            ("[watch]\nwebhook=true\n", "unknown field `webhook`"),
+            ("[watch]\nwebhooks=true\n", "unknown field `webhooks`"),
+            (
+                "[watch]\nwebhook=true\ngithub_webhook=false\n",
+                "watch.webhook: true contradicts watch.github_webhook = false",
+            ),
+            ("[watch]\nwebhook='yes'\n", "watch.webhook"),
             ("[[package]]\nname='../x'\nfiles=['*']\n", "package[0].name"),
             ("[[package]]\nname='a'\n", "package[0].files"),
             ("[[package]]\nname='a'\nfiles=['a/[']\n", "package[0].files"),

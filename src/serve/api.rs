@@ -89,7 +89,7 @@ pub fn recipe_doc(roster: &Roster, status: &Status, id: &str) -> Option<RecipeDo
     match (roster.recipes.get(id), roster.invalid.get(id)) {
         (Some(r), _) => {
             doc.interval = Some(r.watch.poll_interval.as_secs());
-            doc.webhook = r.watch.github_webhook;
+            doc.webhook = r.watch.webhook;
             if let Some(u) = &r.upstream {
                 doc.git = Some(u.git.clone());
                 doc.tag_pattern = Some(u.tag_pattern.as_str().to_string());

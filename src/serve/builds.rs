@@ -265,6 +265,26 @@ impl Builds {
         }
     }
 
+    /// The previous and the next build of the same recipe as build `id`.
+    pub fn neighbours(&self, id: u64) -> (Option<u64>, Option<u64>) {
+        let Some(i) = self.index(id) else {
+            return (None, None);
+        };
+        let recipe = &self.records[i].recipe;
+        let previous = self
+            .records
+            .range(..i)
+            .rev()
+            .find(|r| &r.recipe == recipe)
+            .map(|r| r.id);
+        let next = self
+            .records
+            .range(i + 1..)
+            .find(|r| &r.recipe == recipe)
+            .map(|r| r.id);
+        (previous, next)
+    }
+
     /// How many there are (finished and running).
     pub fn len(&self) -> usize {
         self.records.len()

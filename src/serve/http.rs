@@ -1,7 +1,8 @@
 //! The HTTP server (hyper 1.x, HTTP/1.1, no framework): `/healthz`,
 //! `/status`, `/metrics`, `/builds`, `/builds/{id}`, `/builds/{id}/log`,
-//! `/recipes/{id}`, `/events`, `POST /webhooks/github` and the control API
-//! (`serve::control`).
+//! `/recipes/{id}`, `/events`, `POST /webhooks/{github,gitlab,gitea,bitbucket}`,
+//! the control API (`serve::control`) and the console pages (`/`,
+//! `/assets/`, and `/builds/{id}` and `/recipes/{id}` for browsers).
 //!
 //! [`route`] decides where a request goes from its method, path and query
 //! alone; it is pure, total and fuzzed (no path can panic a handler).
@@ -50,11 +51,13 @@ use crate::serve::control::{self, ControlApi};
 use crate::serve::events;
 use crate::serve::limits::{self, Budget, Caps, StallGuard};
 use crate::serve::logs;
+use crate::serve::pages;
 use crate::serve::status::Status;
 use crate::serve::status::{BuildLog, LogFile};
+use crate::watch::forge::{self, Event, Webhook};
 use crate::watch::github;
 use crate::watch::poll::PollRequest;
-use crate::watch::WebhookResult;
+use crate::watch::{Forge, WebhookResult};
 
 /// Time allowed for a client to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,6 +110,7 @@ pub struct HttpState {
     bodies: Arc<Budget>,
     /// Warnings of refused requests, at most one per [`WARN_EVERY`].
     budget_warning: Throttle,
+    pages: pages::Cache,
 }
 
 /// Lets a repeated warning through at most once per [`WARN_EVERY`],
@@ -176,6 +180,7 @@ impl HttpState {
             deliveries: Mutex::new(Deliveries::default()),
             bodies: Budget::new(limits::BODY_BUDGET),
             budget_warning: Throttle::default(),
+            pages: pages::Cache::default(),
         }
     }
 
@@ -195,6 +200,10 @@ impl HttpState {
 /// Where a request goes, decided by [`route`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
+    /// `GET /`: the console.
+    Console,
+    /// `GET /assets/...`, the whole path.
+    Asset(&'a str),
     /// `GET /healthz`.
     Healthz,
     /// `GET /status`.
@@ -205,11 +214,8 @@ pub enum Route<'a> {
     Builds,
     /// `GET /events`.
     Events,
-    /// `GET /builds/{id}`.
-    Build {
-        /// The build id (a positive decimal without leading zeros).
-        id: u64,
-    },
+    /// `GET /builds/{id}`, the id as sent (one path segment).
+    Build(&'a str),
     /// `GET /builds/{id}/log`; `follow` from `?follow=1` (or `=true`).
     BuildLog {
         /// The build id (a positive decimal without leading zeros).
@@ -219,8 +225,8 @@ pub enum Route<'a> {
     },
     /// `GET /recipes/{id}`, the id as sent (percent-encoded).
     Recipe(&'a str),
-    /// `POST /webhooks/github`.
-    GithubWebhook,
+    /// `POST /webhooks/{github,gitlab,gitea,bitbucket}`.
+    Webhook(Forge),
     /// The control API (section 15): `POST /recipes/{id}/{poll,pause,resume}`,
     /// `POST /builds/{id}/cancel`, `POST /failures/{key}/retry`; the target
     /// is read by [`control::ControlApi::answer`].
@@ -249,8 +255,11 @@ pub fn route<'a>(method: &str, path: &'a str, query: Option<&str>) -> Route<'a> 
             Route::MethodNotAllowed(allow)
         }
     };
+    if let Some(forge) = Forge::from_path(path) {
+        return only("POST", Route::Webhook(forge));
+    }
     match path {
-        "/webhooks/github" => return only("POST", Route::GithubWebhook),
+        "/" => return only(GET_HEAD, Route::Console),
         "/healthz" => return only(GET_HEAD, Route::Healthz),
         "/status" => return only(GET_HEAD, Route::Status),
         "/metrics" => return only(GET_HEAD, Route::Metrics),
@@ -261,22 +270,26 @@ pub fn route<'a>(method: &str, path: &'a str, query: Option<&str>) -> Route<'a> 
     if control::is_control_path(path) {
         return only("POST", Route::Control);
     }
+    if path.starts_with("/assets/") {
+        return only(GET_HEAD, Route::Asset(path));
+    }
     if let Some(rest) = path.strip_prefix("/builds/") {
-        let (id, log) = match rest.strip_suffix("/log") {
-            Some(id) => (id, true),
-            None => (rest, false),
-        };
-        return match build_id(id) {
-            Some(id) if log => only(
-                GET_HEAD,
-                Route::BuildLog {
-                    id,
-                    follow: follow_requested(query),
-                },
-            ),
-            Some(id) => only(GET_HEAD, Route::Build { id }),
-            None => Route::NotFound,
-        };
+        if let Some(id) = rest.strip_suffix("/log") {
+            return match build_id(id) {
+                Some(id) => only(
+                    GET_HEAD,
+                    Route::BuildLog {
+                        id,
+                        follow: follow_requested(query),
+                    },
+                ),
+                None => Route::NotFound,
+            };
+        }
+        if !rest.is_empty() && !rest.contains('/') {
+            return only(GET_HEAD, Route::Build(rest));
+        }
+        return Route::NotFound;
     }
     match path.strip_prefix("/recipes/") {
         Some(id) if !id.is_empty() && !id.contains('/') => only(GET_HEAD, Route::Recipe(id)),
@@ -482,10 +495,16 @@ async fn handle(
             Err(e) => text(StatusCode::BAD_REQUEST, e),
         },
         Route::Events => event_stream(&req, st),
-        Route::Build { id } => match st.status.build_detail(id) {
-            Some(doc) => document(&req, &doc),
-            None => text(StatusCode::NOT_FOUND, format!("no build \"{id}\"")),
-        },
+        Route::Build(id) => {
+            let doc = build_id(id).and_then(|id| st.status.build_detail(id));
+            let id = shorten(id, 100);
+            match (doc, wants_page(&req)) {
+                (Some(doc), true) => pages::build(&st.status, &doc).await.map(full),
+                (Some(doc), false) => json(&doc),
+                (None, true) => pages::missing(&st.status, &format!("No build {id:?}.")).map(full),
+                (None, false) => text(StatusCode::NOT_FOUND, format!("no build {id:?}")),
+            }
+        }
         Route::BuildLog { id, follow } => {
             let zstd_ok = logs::accepts_zstd(req.headers().get(hyper::header::ACCEPT_ENCODING));
             let head = req.method() == Method::HEAD;
@@ -495,15 +514,25 @@ async fn handle(
             let doc = crate::serve::builds::percent_decode(id)
                 .filter(|id| crate::model::name::is_safe_component(id))
                 .and_then(|id| api::recipe_doc(&st.roster.borrow(), &st.status, &id));
-            match doc {
-                Some(doc) => document(&req, &doc),
-                None => text(
-                    StatusCode::NOT_FOUND,
-                    format!("no recipe {:?}", shorten(id, 100)),
-                ),
+            let id = shorten(id, 100);
+            match (doc, wants_page(&req)) {
+                (Some(doc), true) => {
+                    let roster = st.roster.borrow().clone();
+                    pages::recipe(&st.status, &roster, &doc).map(full)
+                }
+                (Some(doc), false) => json(&doc),
+                (None, true) => pages::missing(&st.status, &format!("No recipe {id:?}.")).map(full),
+                (None, false) => text(StatusCode::NOT_FOUND, format!("no recipe {id:?}")),
             }
         }
-        Route::GithubWebhook => github_webhook(req, peer, st).await,
+        Route::Console => {
+            let roster = st.roster.borrow().clone();
+            pages::overview(&st.status, roster, uri.query(), &st.pages)
+                .await
+                .map(full)
+        }
+        Route::Asset(path) => pages::asset(path).map(full),
+        Route::Webhook(forge) => webhook(forge, req, peer, st).await,
         Route::Control => {
             let auth = req.headers().get(AUTHORIZATION);
             st.control
@@ -526,15 +555,10 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Response<Body> {
     with_type(Bytes::from(body), "application/json")
 }
 
-/// A document of `/builds/{id}` or `/recipes/{id}` in the representation
-/// the request prefers.
-fn document<T: serde::Serialize>(req: &Request<Incoming>, doc: &T) -> Response<Body> {
-    match api::negotiate(req.headers().get(hyper::header::ACCEPT)) {
-        // The console pages (section 14 of the design) render `doc` here;
-        // until they exist, a browser gets the JSON.
-        Representation::Html => json(doc),
-        Representation::Json => json(doc),
-    }
+/// True when the request prefers the console page of a document of
+/// `/builds/{id}` or `/recipes/{id}` to its JSON.
+fn wants_page(req: &Request<Incoming>) -> bool {
+    api::negotiate(req.headers().get(hyper::header::ACCEPT)) == Representation::Html
 }
 
 /// `GET /events`: Server-Sent Events, resuming after `Last-Event-ID`;
@@ -594,13 +618,17 @@ pub fn prefers_prometheus(accept: Option<&HeaderValue>) -> bool {
     text_q > json_q
 }
 
-async fn github_webhook(
+/// One webhook request from `forge`: the body is read within its limit,
+/// the signature checked before the JSON is parsed, a redelivery answered
+/// once, and a tag event for a watched upstream turned into poll requests.
+async fn webhook(
+    forge: Forge,
     req: Request<Incoming>,
     peer: SocketAddr,
     st: &HttpState,
 ) -> Response<Body> {
     let too_large = || {
-        st.status.webhook(WebhookResult::TooLarge);
+        st.status.webhook(forge, WebhookResult::TooLarge);
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload too large (limit 25 MiB)",
@@ -614,15 +642,12 @@ async fn github_webhook(
     if declared.is_some_and(|n| n > github::MAX_BODY as u64) {
         return too_large();
     }
-    let header = |name: &str| {
+    let hook = Webhook::new(forge, |name| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
-    };
-    let signature = header("x-hub-signature-256");
-    let event = header("x-github-event");
-    let delivery = header("x-github-delivery");
+    });
     // Every byte buffered is first reserved from the budget all connections
     // share: a declared length at once, before any body is read; a body
     // without one as it arrives. When it does not fit, the request is
@@ -631,6 +656,7 @@ async fn github_webhook(
         if let Some(held_back) = st.budget_warning.pass() {
             warn!(
                 remote = %peer,
+                forge = forge.as_str(),
                 in_use = st.bodies.in_use(),
                 limit = st.bodies.limit(),
                 repeated = held_back,
@@ -657,7 +683,7 @@ async fn github_webhook(
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(_) => {
-                st.status.webhook(WebhookResult::BadRequest);
+                st.status.webhook(forge, WebhookResult::BadRequest);
                 return text(
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
@@ -668,7 +694,7 @@ async fn github_webhook(
             }
         };
         let Ok(frame) = frame else {
-            st.status.webhook(WebhookResult::BadRequest);
+            st.status.webhook(forge, WebhookResult::BadRequest);
             return text(StatusCode::BAD_REQUEST, "could not read request body");
         };
         let Ok(data) = frame.into_data() else {
@@ -696,49 +722,53 @@ async fn github_webhook(
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let verified = secret
-        .as_deref()
-        .is_some_and(|s| github::verify_signature(s, &body, signature.as_deref()));
-    if !verified {
-        st.status.webhook(WebhookResult::InvalidSignature);
+    let delivery = hook.delivery().unwrap_or("");
+    let verified = match secret.as_deref() {
+        Some(s) => hook.verify(s, &body, std::time::SystemTime::now()),
+        None => Err(hook.unsigned()),
+    };
+    if let Err(why) = verified {
+        st.status.webhook(forge, WebhookResult::InvalidSignature);
         warn!(
             remote = %peer,
-            delivery = delivery.as_deref().unwrap_or(""),
-            has_signature = signature.is_some(),
+            forge = forge.as_str(),
+            delivery,
+            has_signature = hook.has_signature(),
+            reason = why,
             "webhook signature invalid"
         );
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "invalid or missing X-Hub-Signature-256",
-        );
+        return text(StatusCode::UNAUTHORIZED, why);
     }
-    let payload = match github::parse_payload(&body) {
+    let payload = match forge::parse_payload(forge, &body) {
         Ok(p) => p,
         Err(e) => {
-            st.status.webhook(WebhookResult::BadRequest);
+            st.status.webhook(forge, WebhookResult::BadRequest);
             return text(StatusCode::BAD_REQUEST, e);
         }
     };
-    if let Some(id) = delivery.as_deref() {
+    if !delivery.is_empty() {
         let first = st
             .deliveries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .first_time(id);
+            .first_time(&format!("{forge}:{delivery}"));
         if !first {
-            st.status.webhook(WebhookResult::Duplicate);
-            info!(delivery = id, "webhook redelivery ignored");
+            st.status.webhook(forge, WebhookResult::Duplicate);
+            info!(
+                forge = forge.as_str(),
+                delivery, "webhook redelivery ignored"
+            );
             return text(StatusCode::OK, "duplicate delivery, already handled");
         }
     }
-    match event.as_deref() {
-        Some("ping") => {
-            st.status.webhook(WebhookResult::Pong);
+    match hook.event() {
+        Event::Ping => {
+            st.status.webhook(forge, WebhookResult::Pong);
             text(StatusCode::OK, "pong")
         }
-        Some("push") | Some("create") => {
+        Event::Tags(event) => {
             let roster = st.roster.borrow().clone();
-            let (mut recipes, known) = github::route_all(&roster, &payload);
+            let (mut recipes, known) = forge::route_all(&roster, &payload);
             // A paused recipe is treated as an opted-out one.
             let paused = st.paused.borrow().clone();
             for r in recipes.iter().filter(|r| paused.contains(*r)) {
@@ -746,16 +776,18 @@ async fn github_webhook(
             }
             recipes.retain(|r| !paused.contains(r));
             if recipes.is_empty() {
-                st.status.webhook(WebhookResult::NotWatched);
+                st.status.webhook(forge, WebhookResult::NotWatched);
                 let url = payload.urls.first().map(String::as_str).unwrap_or("");
                 info!(
+                    forge = forge.as_str(),
                     html_url = url,
-                    known, "webhook for unrecognised or opted-out repo"
+                    known,
+                    "webhook for unrecognised or opted-out repo"
                 );
                 return text(StatusCode::OK, "repository not watched");
             }
             for r in &recipes {
-                info!(recipe = %r, delivery = delivery.as_deref().unwrap_or(""), "webhook accepted, triggering immediate poll");
+                info!(recipe = %r, forge = forge.as_str(), event = %event, delivery, "webhook accepted, triggering immediate poll");
                 if st
                     .polls
                     .try_send(PollRequest {
@@ -767,20 +799,23 @@ async fn github_webhook(
                     warn!(recipe = %r, "poll request queue full; the scheduled poll will catch up");
                 }
             }
-            st.status.webhook(WebhookResult::Accepted);
+            st.status.webhook(forge, WebhookResult::Accepted);
             text(
                 StatusCode::ACCEPTED,
                 format!("accepted: polling {}", recipes.join(", ")),
             )
         }
-        Some(other) => {
-            st.status.webhook(WebhookResult::NotWatched);
-            info!(event = other, "webhook event ignored");
+        Event::Other(other) => {
+            st.status.webhook(forge, WebhookResult::NotWatched);
+            info!(forge = forge.as_str(), event = %other, "webhook event ignored");
             text(StatusCode::OK, format!("event {other:?} ignored"))
         }
-        None => {
-            st.status.webhook(WebhookResult::BadRequest);
-            text(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header")
+        Event::Missing => {
+            st.status.webhook(forge, WebhookResult::BadRequest);
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("missing {} header", hook.event_header()),
+            )
         }
     }
 }
@@ -1129,12 +1164,19 @@ mod tests {
         use std::sync::LazyLock;
         static LOG: LazyLock<regex::Regex> =
             LazyLock::new(|| regex::Regex::new(r"^/builds/([1-9][0-9]*)/log$").unwrap());
+        static LOG_LIKE: LazyLock<regex::Regex> =
+            LazyLock::new(|| regex::Regex::new(r"^/builds/.*/log$").unwrap());
         static BUILD: LazyLock<regex::Regex> =
-            LazyLock::new(|| regex::Regex::new(r"^/builds/([1-9][0-9]*)$").unwrap());
+            LazyLock::new(|| regex::Regex::new(r"^/builds/([^/]+)$").unwrap());
         static RECIPE: LazyLock<regex::Regex> =
             LazyLock::new(|| regex::Regex::new(r"^/recipes/([^/]+)$").unwrap());
         let (target, allow) = match path {
-            "/webhooks/github" => (Route::GithubWebhook, "POST"),
+            "/webhooks/github" => (Route::Webhook(Forge::Github), "POST"),
+            "/webhooks/gitlab" => (Route::Webhook(Forge::Gitlab), "POST"),
+            "/webhooks/gitea" => (Route::Webhook(Forge::Gitea), "POST"),
+            "/webhooks/bitbucket" => (Route::Webhook(Forge::Bitbucket), "POST"),
+            "/" => (Route::Console, "GET, HEAD"),
+            _ if path.starts_with("/assets/") => (Route::Asset(path), "GET, HEAD"),
             "/healthz" => (Route::Healthz, "GET, HEAD"),
             "/status" => (Route::Status, "GET, HEAD"),
             "/metrics" => (Route::Metrics, "GET, HEAD"),
@@ -1152,8 +1194,10 @@ mod tests {
                         q.split('&').any(|p| p == "follow=1" || p == "follow=true")
                     });
                     (Route::BuildLog { id, follow }, "GET, HEAD")
-                } else if let Some(id) = id(&BUILD) {
-                    (Route::Build { id }, "GET, HEAD")
+                } else if LOG_LIKE.is_match(path) {
+                    return Route::NotFound;
+                } else if BUILD.is_match(path) {
+                    (Route::Build(&path["/builds/".len()..]), "GET, HEAD")
                 } else if RECIPE.is_match(path) {
                     (Route::Recipe(&path["/recipes/".len()..]), "GET, HEAD")
                 } else {
@@ -1179,7 +1223,8 @@ mod tests {
         }
         match r {
             Route::BuildLog { id, .. } => prop_assert_eq!(format!("/builds/{id}/log"), path),
-            Route::Build { id } => prop_assert_eq!(format!("/builds/{id}"), path),
+            Route::Build(id) => prop_assert_eq!(format!("/builds/{id}"), path),
+            Route::Asset(p) => prop_assert_eq!(p, path),
             Route::Recipe(id) => prop_assert_eq!(format!("/recipes/{id}"), path),
             _ => {}
         }
@@ -1190,12 +1235,13 @@ mod tests {
     fn routes_of_known_and_odd_paths() {
         use Route::*;
         let cases: &[(&str, &str, Option<&str>, Route)] = &[
-            ("GET", "/builds/log", None, NotFound),
-            ("HEAD", "/builds/log", None, NotFound),
-            ("POST", "/builds/log", None, NotFound),
+            ("GET", "/builds/log", None, Build("log")),
+            ("HEAD", "/builds/log", None, Build("log")),
+            ("POST", "/builds/log", None, MethodNotAllowed("GET, HEAD")),
             ("GET", "/builds//log", None, NotFound),
+            ("GET", "/builds/a/b/log", None, NotFound),
             ("GET", "/builds/", None, NotFound),
-            ("GET", "/builds/l", None, NotFound),
+            ("GET", "/builds/l", None, Build("l")),
             ("GET", "/builds/+1/log", None, NotFound),
             ("GET", "/builds/01/log", None, NotFound),
             ("GET", "/builds/0/log", None, NotFound),
@@ -1246,8 +1292,9 @@ mod tests {
                 },
             ),
             ("POST", "/builds/7/log", None, MethodNotAllowed("GET, HEAD")),
-            ("GET", "/builds/7", None, Build { id: 7 }),
-            ("GET", "/builds/+7", None, NotFound),
+            ("GET", "/builds/7", None, Build("7")),
+            ("GET", "/builds/+7", None, Build("+7")),
+            ("GET", "/builds/7/", None, NotFound),
             ("DELETE", "/builds/7", None, MethodNotAllowed("GET, HEAD")),
             ("GET", "/recipes/zlib", None, Recipe("zlib")),
             ("GET", "/recipes/", None, NotFound),
@@ -1260,7 +1307,27 @@ mod tests {
             ("GET", "/builds", Some("recipe=zlib"), Builds),
             ("GET", "/events", None, Events),
             ("POST", "/events", None, MethodNotAllowed("GET, HEAD")),
-            ("POST", "/webhooks/github", None, GithubWebhook),
+            ("POST", "/webhooks/github", None, Webhook(Forge::Github)),
+            ("POST", "/webhooks/gitlab", None, Webhook(Forge::Gitlab)),
+            ("POST", "/webhooks/gitea", None, Webhook(Forge::Gitea)),
+            (
+                "POST",
+                "/webhooks/bitbucket",
+                None,
+                Webhook(Forge::Bitbucket),
+            ),
+            ("GET", "/webhooks/gitea", None, MethodNotAllowed("POST")),
+            ("POST", "/webhooks/forgejo", None, NotFound),
+            ("GET", "/", None, Console),
+            ("POST", "/", None, MethodNotAllowed("GET, HEAD")),
+            (
+                "GET",
+                "/assets/console.js",
+                None,
+                Asset("/assets/console.js"),
+            ),
+            ("GET", "/assets/", None, Asset("/assets/")),
+            ("PUT", "/assets/x", None, MethodNotAllowed("GET, HEAD")),
             ("GET", "/webhooks/github", None, MethodNotAllowed("POST")),
             ("GET", "/webhooks/github/", None, NotFound),
             ("POST", "/recipes/zlib/poll", None, Control),
@@ -1337,6 +1404,10 @@ mod tests {
                 "/cancel",
                 "/retry",
                 "zlib",
+                "/webhooks/gitlab",
+                "/webhooks/",
+                "gitea",
+                "/assets/",
             ])
             .prop_map(str::to_string),
             "[0-9]{1,25}",

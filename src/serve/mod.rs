@@ -1,7 +1,7 @@
 //! HTTP: routing, `/status` and `/metrics` rendering, build history and
-//! logs, the event stream and webhooks. Talks to the farm only through its
-//! handles (the status store with its event bus, the roster snapshot, the
-//! poll channel).
+//! logs, the event stream, webhooks and the console pages. Talks to the
+//! farm only through its handles (the status store with its event bus, the
+//! roster snapshot, the poll channel).
 
 /// The documents of `/builds/{id}` and `/recipes/{id}`; JSON or page.
 pub mod api;
@@ -18,6 +18,8 @@ pub mod http;
 pub mod limits;
 /// Finished build logs: zstd as stored, or decompressed.
 pub mod logs;
+/// The console: the overview, build and recipe pages, their assets.
+pub mod pages;
 /// The status store: counters and snapshots the farm updates, rendered as
 /// `/status` JSON, `/metrics` and `/builds`.
 pub mod status;

@@ -25,11 +25,12 @@ use crate::model::config::{DEFAULT_HISTORY_KEEP, DEFAULT_MAX_EVENT_CLIENTS};
 use crate::model::control::{ControlAction, ControlEvent};
 use crate::model::history::BuildRecord;
 use crate::model::name::is_safe_component;
+use crate::model::notify::NotifyResult;
 use crate::model::time::rfc3339;
 use crate::serve::builds::{BuildDetail, BuildQuery, BuildSummary, Builds};
 use crate::serve::events::{BuildEvent, EventBus, EventKind};
 use crate::watch::poll::{PollCounts, PollObserver};
-use crate::watch::WebhookResult;
+use crate::watch::{Forge, WebhookResult};
 
 /// How many queued builds `/status` lists (`queue_depth` counts them all).
 pub const QUEUE_LISTED: usize = 1000;
@@ -209,7 +210,8 @@ struct State {
     polls: BTreeMap<String, PollInfo>,
     polls_total: BTreeMap<(String, PollResult), u64>,
     last_poll_success: BTreeMap<String, SystemTime>,
-    webhooks_total: BTreeMap<WebhookResult, u64>,
+    webhooks_total: BTreeMap<(Forge, WebhookResult), u64>,
+    notifications_total: BTreeMap<NotifyResult, u64>,
     control_actions_total: BTreeMap<ControlAction, u64>,
     paused: Vec<String>,
     published_packages: usize,
@@ -281,7 +283,11 @@ impl Status {
                 polls: BTreeMap::new(),
                 polls_total: BTreeMap::new(),
                 last_poll_success: BTreeMap::new(),
-                webhooks_total: WebhookResult::ALL.iter().map(|r| (*r, 0)).collect(),
+                webhooks_total: Forge::ALL
+                    .iter()
+                    .flat_map(|f| WebhookResult::ALL.iter().map(|r| ((*f, *r), 0)))
+                    .collect(),
+                notifications_total: NotifyResult::ALL.iter().map(|r| (*r, 0)).collect(),
                 control_actions_total: ControlAction::ALL.iter().map(|a| (*a, 0)).collect(),
                 paused: Vec::new(),
                 published_packages: 0,
@@ -683,8 +689,13 @@ impl Status {
     }
 
     /// Counts a webhook outcome.
-    pub fn webhook(&self, result: WebhookResult) {
-        self.update(|s| *s.webhooks_total.entry(result).or_default() += 1);
+    pub fn webhook(&self, forge: Forge, result: WebhookResult) {
+        self.update(|s| *s.webhooks_total.entry((forge, result)).or_default() += 1);
+    }
+
+    /// Counts a notification delivery's outcome.
+    pub fn notification(&self, result: NotifyResult) {
+        self.update(|s| *s.notifications_total.entry(result).or_default() += 1);
     }
 
     /// The builds `q` asks for, newest first (`/builds`).
@@ -763,6 +774,11 @@ impl Status {
                 .map(BuildSummary::from)
                 .collect(),
         }
+    }
+
+    /// A number that changes whenever anything in the store does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// `/status` JSON.
@@ -1015,12 +1031,26 @@ impl Status {
             &mut m,
             "farmhand_webhooks_total",
             "counter",
-            "Webhook requests, by result.",
+            "Webhook requests, by forge and result.",
         );
-        for (r, n) in &s.webhooks_total {
+        for ((f, r), n) in &s.webhooks_total {
             let _ = writeln!(
                 m,
-                "farmhand_webhooks_total{{result=\"{}\"}} {n}",
+                "farmhand_webhooks_total{{forge=\"{}\",result=\"{}\"}} {n}",
+                f.as_str(),
+                r.as_str()
+            );
+        }
+        head(
+            &mut m,
+            "farmhand_notifications_total",
+            "counter",
+            "Notification deliveries, by result.",
+        );
+        for (r, n) in &s.notifications_total {
+            let _ = writeln!(
+                m,
+                "farmhand_notifications_total{{result=\"{}\"}} {n}",
                 r.as_str()
             );
         }
@@ -1063,6 +1093,112 @@ impl Status {
             env!("CARGO_PKG_VERSION")
         );
         m
+    }
+}
+
+/// A copy of what the console's overview shows (`serve::pages`), taken
+/// under the lock in one go so a page never mixes two states of the farm.
+/// Only the recent builds are copied, however long the history.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The farm's id.
+    pub farm_id: String,
+    /// When the daemon started.
+    pub started_at: SystemTime,
+    /// Valid recipe ids, sorted.
+    pub recipes: Vec<String>,
+    /// Invalid recipes and their errors.
+    pub invalid: BTreeMap<String, String>,
+    /// Builds started.
+    pub builds_attempted: u64,
+    /// Builds built and published.
+    pub builds_succeeded: u64,
+    /// Builds failed.
+    pub builds_failed: u64,
+    /// Builds an operator cancelled.
+    pub builds_cancelled: u64,
+    /// Recipes an operator paused, sorted.
+    pub paused: Vec<String>,
+    /// The build in progress: its `/builds/{id}` document.
+    pub running: Option<BuildDetail>,
+    /// The backoff book.
+    pub failures: BTreeMap<BuildKey, FailureRecord>,
+    /// The queue in build order (at most [`QUEUE_LISTED`]).
+    pub queue: Vec<QueuedBuild>,
+    /// How many builds are queued.
+    pub queue_depth: usize,
+    /// The last poll of each recipe.
+    pub polls: BTreeMap<String, PollInfo>,
+    /// Each recipe's newest published version.
+    pub newest_published: BTreeMap<String, String>,
+    /// Packages in the active index.
+    pub published_packages: usize,
+    /// Why the repository cannot be opened.
+    pub repository_error: Option<String>,
+    /// Why the farm holds its queue.
+    pub held: Option<String>,
+    /// The build sandbox in force.
+    pub sandbox: &'static str,
+    /// The most recent finished builds, newest first (at most `recent`).
+    pub recent: Vec<BuildSummary>,
+}
+
+impl Status {
+    /// A copy of everything the console's overview shows, with the
+    /// `recent` newest finished builds.
+    pub fn snapshot(&self, recent: usize) -> Snapshot {
+        let now = SystemTime::now();
+        let s = self.lock();
+        let q = BuildQuery {
+            limit: recent + 1,
+            ..BuildQuery::default()
+        };
+        Snapshot {
+            farm_id: s.farm_id.clone(),
+            started_at: s.started_at,
+            recipes: s.recipes.clone(),
+            invalid: s.invalid.clone(),
+            builds_attempted: s.builds_attempted,
+            builds_succeeded: s.builds_succeeded,
+            builds_failed: s.builds_failed,
+            builds_cancelled: s.builds_cancelled,
+            paused: s.paused.clone(),
+            running: s
+                .in_flight
+                .as_ref()
+                .and_then(|f| s.builds.detail(f.build_id, now)),
+            failures: s.failures.clone(),
+            queue: s.queue.clone(),
+            queue_depth: s.queue_depth,
+            polls: s.polls.clone(),
+            newest_published: s
+                .published_versions
+                .iter()
+                .filter_map(|(r, v)| Some((r.clone(), v.first()?.clone())))
+                .collect(),
+            published_packages: s.published_packages,
+            repository_error: s.repository_error.clone(),
+            held: s.held.clone(),
+            sandbox: s.sandbox,
+            recent: s
+                .builds
+                .query(&q)
+                .into_iter()
+                .filter(|r| r.is_finished())
+                .take(recent)
+                .map(BuildSummary::from)
+                .collect(),
+        }
+    }
+
+    /// The farm's id.
+    pub fn farm_id(&self) -> String {
+        self.lock().farm_id.clone()
+    }
+
+    /// The previous and the next build of build `id`'s recipe.
+    pub fn build_neighbours(&self, id: u64) -> (Option<u64>, Option<u64>) {
+        self.lock().builds.neighbours(id)
     }
 }
 
@@ -1128,7 +1264,7 @@ mod tests {
         assert_eq!(j["failures"], serde_json::json!({}));
         let a = st.json();
         assert_eq!(a.as_ptr(), st.json().as_ptr(), "cached while unchanged");
-        st.webhook(WebhookResult::Pong);
+        st.webhook(Forge::Github, WebhookResult::Pong);
         assert_ne!(a.as_ptr(), st.json().as_ptr());
     }
 
@@ -1159,6 +1295,8 @@ mod tests {
         );
         let m = String::from_utf8(st.metrics().to_vec()).unwrap();
         assert!(m.contains("farmhand_polls_total{recipe=\"x\",result=\"ok\"} 1"));
-        assert!(m.contains("farmhand_webhooks_total{result=\"too_large\"} 0"));
+        assert!(m.contains("farmhand_webhooks_total{forge=\"gitlab\",result=\"too_large\"} 0"));
+        assert_eq!(m.matches("farmhand_webhooks_total{").count(), 4 * 7);
+        assert!(m.contains("farmhand_notifications_total{result=\"dropped\"} 0"));
     }
 }

@@ -721,7 +721,9 @@ fn ctl_drives_every_command_against_a_real_daemon() {
     assert!(out.contains("2.0.0-1"), "{out}");
     let j: serde_json::Value =
         serde_json::from_str(&ok(&ctl(&farm, &["recipe", "libz", "--json"]))).unwrap();
-    assert_eq!(j["in_flight"]["build_id"], id, "{j:#}");
+    // `--json` is GET /recipes/{id}: its builds, newest first.
+    assert_eq!(j["builds"][0]["id"], id, "{j:#}");
+    assert_eq!(j["builds"][0]["state"], "running", "{j:#}");
     refused(&ctl(&farm, &["recipe", "nope"]), 1, "no recipe nope");
     let failed = d
         .builds()
@@ -731,7 +733,48 @@ fn ctl_drives_every_command_against_a_real_daemon() {
         .to_string();
     assert!(ok(&ctl(&farm, &["log", &failed])).contains("broken"));
     refused(&ctl(&farm, &["log", "999"]), 1, "404");
-    refused(&ctl(&farm, &["watch"]), 1, "no event stream");
+    // watch prints the event stream, one line per event.
+    let mut watcher = Command::new(bin())
+        .arg("ctl")
+        .arg("--config")
+        .arg(farm.config_path())
+        .arg("watch")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + T;
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("control") && l.contains("pause") && l.contains("flaky"))
+    {
+        assert!(Instant::now() < deadline, "watch printed {seen:#?}");
+        // Each pause is idempotent and sent on /events again.
+        ok(&ctl(&farm, &["pause", "flaky"]));
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+            seen.push(l);
+        }
+    }
+    ok(&ctl(&farm, &["resume", "flaky"]));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watcher.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = watcher.wait();
 
     // log -f follows the running build to its end.
     let follower = Command::new(bin())

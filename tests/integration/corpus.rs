@@ -11,9 +11,12 @@
 //!   recipe and run through `--check`: exit 2, the problem names the recipe
 //!   and its file, and the good recipe is still listed.
 //! * `webhook/*.http`: a request as text (see [`WebhookCase::parse`]) with
-//!   `# expect-status:` and `# expect-body:`. All are sent to one running
-//!   daemon; afterwards nothing was polled or built, the webhook counters add
-//!   up, `/healthz` is 200, and a correctly signed push still builds.
+//!   `# expect-status:` and `# expect-body:`, for every forge's endpoint.
+//!   All are sent to one running daemon; afterwards nothing was polled or
+//!   built, the webhook counters add up, `/healthz` is 200, and a correctly
+//!   signed push still builds. Then the cases expecting 202 (payloads as
+//!   each forge really sends them) are sent one by one: each triggers one
+//!   poll, logged with its forge.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -252,8 +255,12 @@ fn bad_recipes_are_refused_and_the_good_one_still_listed() {
 /// `@OPTED_OUT@` (the upstream URLs of the watched and the opted-out
 /// recipe); in header values, `@SIGNATURE@` (`sha256=` + HMAC-SHA256 of the
 /// body with the farm's secret), `@SIGNATURE:<secret>@` (with another
-/// secret), `@HMAC-HEX@` (the hex alone) and `@HMAC-HEX-TRUNCATED@` (its
-/// last two digits cut).
+/// secret), `@HMAC-HEX@` (the hex alone), `@HMAC-HEX:<secret>@` (with
+/// another secret), `@HMAC-HEX-TRUNCATED@` (its last two digits cut),
+/// `@SECRET@` (the farm's secret itself, as GitLab's `X-Gitlab-Token`
+/// sends it), `@NOW@` and `@NOW-360@` (Unix seconds now and 6 minutes ago)
+/// and `@GITLAB-SIGNATURE@` (`v1,` + base64 HMAC-SHA256 of
+/// `{webhook-id}.{webhook-timestamp}.{body}`, GitLab's signing token).
 struct WebhookCase {
     name: String,
     status: u16,
@@ -335,14 +342,49 @@ impl WebhookCase {
             self.method, self.path
         );
         let mut explicit_length = false;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let timed = |v: &str| {
+            v.replace("@NOW-360@", &(now - 360).to_string())
+                .replace("@NOW@", &now.to_string())
+                .replace("@SECRET@", &String::from_utf8_lossy(secret))
+        };
+        let header = |name: &str| {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| timed(v))
+                .unwrap_or_default()
+        };
+        let gitlab_sig = {
+            use base64::Engine as _;
+            use hmac::{Hmac, Mac};
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+            mac.update(
+                format!("{}.{}.", header("webhook-id"), header("webhook-timestamp")).as_bytes(),
+            );
+            mac.update(signed);
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            )
+        };
         for (k, v) in &self.headers {
-            let mut v = v
+            let mut v = timed(v)
+                .replace("@GITLAB-SIGNATURE@", &gitlab_sig)
                 .replace("@SIGNATURE@", &sig)
                 .replace("@HMAC-HEX-TRUNCATED@", &hex[..hex.len() - 2])
                 .replace("@HMAC-HEX@", &hex);
             if let Some((before, after)) = v.split_once("@SIGNATURE:") {
                 let (other_secret, tail) = after.split_once('@').expect("@SIGNATURE:<secret>@");
                 v = format!("{before}{}{tail}", sign(other_secret.as_bytes(), signed));
+            }
+            if let Some((before, after)) = v.split_once("@HMAC-HEX:") {
+                let (other_secret, tail) = after.split_once('@').expect("@HMAC-HEX:<secret>@");
+                let other = sign(other_secret.as_bytes(), signed);
+                v = format!("{before}{}{tail}", &other["sha256=".len()..]);
             }
             if k.eq_ignore_ascii_case("content-length") {
                 explicit_length = true;
@@ -464,16 +506,24 @@ fn parse_answer(raw: &[u8]) -> Option<(u16, String)> {
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The `farmhand_webhooks_total` counters from `/metrics`.
+/// The `farmhand_webhooks_total` counters from `/metrics`, by result
+/// (summed over the forges).
 fn webhook_counters(d: &Daemon) -> BTreeMap<String, u64> {
     let m = d.get("/metrics").text();
-    m.lines()
-        .filter_map(|l| l.strip_prefix("farmhand_webhooks_total{result=\""))
-        .filter_map(|l| {
-            let (r, n) = l.split_once("\"} ")?;
-            Some((r.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for l in m.lines() {
+        let Some(rest) = l.strip_prefix("farmhand_webhooks_total{forge=\"") else {
+            continue;
+        };
+        let Some((_, rest)) = rest.split_once("\",result=\"") else {
+            continue;
+        };
+        let Some((r, n)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        *out.entry(r.to_string()).or_default() += n.trim().parse::<u64>().unwrap();
+    }
+    out
 }
 
 #[test]
@@ -502,10 +552,25 @@ fn bad_webhooks_get_their_status_and_trigger_nothing() {
     ];
     let files = sorted_entries(&corpus("webhook"));
     assert!(files.len() >= 30, "only {} webhook cases", files.len());
+    let (accepted, refused): (Vec<WebhookCase>, Vec<WebhookCase>) = files
+        .iter()
+        .map(|f| WebhookCase::parse(f, &vars))
+        .partition(|c| c.status == 202);
+    for forge in ["github", "gitea", "gitlab", "bitbucket"] {
+        let path = format!("/webhooks/{forge}");
+        assert!(
+            refused.iter().filter(|c| c.path == path).count() >= 4,
+            "too few refused cases for {forge}"
+        );
+    }
+    assert!(
+        accepted.len() >= 5,
+        "only {} accepted cases",
+        accepted.len()
+    );
     let mut failures = Vec::new();
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
-    for f in &files {
-        let case = WebhookCase::parse(f, &vars);
+    for case in &refused {
         let (status, body, elapsed) = case.send(&addr, secret);
         if status != case.status || !body.contains(&case.body_text) {
             failures.push(format!(
@@ -556,4 +621,35 @@ fn bad_webhooks_get_their_status_and_trigger_nothing() {
     assert_eq!(r.status, 202, "{}", r.text());
     d.wait_log("build + publish complete", Duration::from_secs(30));
     assert_eq!(d.count("webhook accepted"), 1);
+
+    // Each forge's real-looking tag event: accepted, one poll each.
+    for (i, case) in accepted.iter().enumerate() {
+        let forge = case.path.trim_start_matches("/webhooks/");
+        let (status, body, _) = case.send(&addr, secret);
+        assert_eq!(
+            (status, body.contains(&case.body_text)),
+            (202, true),
+            "{}: {status} {body:?}",
+            case.name
+        );
+        d.wait_events(
+            "webhook accepted, triggering immediate poll",
+            &[("recipe", "hooked"), ("forge", forge)],
+            accepted[..=i]
+                .iter()
+                .filter(|c| c.path == case.path)
+                .count(),
+            Duration::from_secs(20),
+        );
+        d.wait_events(
+            "poll complete",
+            &[("recipe", "hooked")],
+            // The first poll, the control's, and one per case so far.
+            2 + i + 1,
+            Duration::from_secs(20),
+        );
+    }
+    let counters = webhook_counters(&d);
+    assert_eq!(counters["accepted"], 1 + accepted.len() as u64);
+    assert_eq!(d.count("starting build"), 1, "{}", d.logs());
 }

@@ -353,9 +353,14 @@ fn builds_filters_documents_recipes_and_compressed_logs() {
     // Escaped ids are decoded before they are checked.
     assert_eq!(json(&d.get("/recipes/go%6Fd"))["id"], "good");
     assert_eq!(json(&d.get("/builds?recipe=go%6fd")), good);
-    // A browser gets the same document until the console pages exist.
+    // A browser gets the console's page of it.
     let html = d.http("GET", "/recipes/good", &[("Accept", "text/html")], b"");
     assert_eq!(html.status, 200);
+    assert_eq!(
+        html.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(html.text().contains("<h1 id=\"recipe-title\">good "));
     for (path, code) in [
         ("/recipes/nope", 404),
         ("/recipes/..", 404),

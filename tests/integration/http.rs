@@ -437,7 +437,11 @@ fn metrics_pass_promtool_and_status_negotiates_the_exposition() {
         ("farmhand_invalid_recipes", 1.0),
         ("farmhand_polls_total{recipe=\"hello\",result=\"ok\"}", 1.0),
         ("farmhand_published_packages", 1.0),
-        ("farmhand_webhooks_total{result=\"accepted\"}", 0.0),
+        (
+            "farmhand_webhooks_total{forge=\"github\",result=\"accepted\"}",
+            0.0,
+        ),
+        ("farmhand_notifications_total{result=\"delivered\"}", 0.0),
         (
             &format!(
                 "farmhand_build_info{{version=\"{}\"}}",
@@ -552,12 +556,19 @@ fn head_matches_get_and_errors_are_plain_text() {
         "/builds/999/log",
         "/builds/abc/log",
         "/status/extra",
-        "/",
     ] {
         let r = d.get(path);
         assert_eq!(r.status, 404, "GET {path}: {}", r.text());
         plain(&r, path);
     }
+    // `/` is the console (tests/integration/console.rs), HEAD included.
+    let head = d.http("HEAD", "/", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     for (method, path) in [
         ("POST", "/status"),
         ("DELETE", "/healthz"),
@@ -653,7 +664,7 @@ fn stalled_clients_are_dropped_and_others_still_served() {
     }
     assert_eq!(d.get("/healthz").status, 200);
     assert_eq!(
-        d.metric("farmhand_webhooks_total{result=\"bad_request\"}"),
+        d.metric("farmhand_webhooks_total{forge=\"github\",result=\"bad_request\"}"),
         Some(20.0)
     );
 }

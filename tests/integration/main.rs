@@ -8,16 +8,19 @@
 mod util;
 
 mod check;
+mod console;
 mod control;
 mod corpus;
 mod crash;
 mod daemon;
 mod faults;
 mod fetch_security;
+mod forges;
 mod history;
 mod http;
 mod http_limits;
 mod load;
+mod notify;
 mod once;
 mod once_security;
 mod once_transport;

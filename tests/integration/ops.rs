@@ -192,12 +192,24 @@ fn unit_has_the_operational_settings() {
         ("PrivateUsers", "yes"),
         ("CapabilityBoundingSet", ""),
         ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"),
-        ("SystemCallFilter", "@system-service"),
         ("SystemCallArchitectures", "native"),
+        // What bubblewrap needs for the build sandbox, and no more: the
+        // namespaces it creates (no cgroup, network or time), the mount
+        // calls, /proc/sys/kernel/overflowuid; no sethostname.
+        ("RestrictNamespaces", "user mnt pid ipc uts"),
+        ("ProcSubset", "all"),
+        ("ProtectHostname", "yes"),
+        ("LimitNOFILE", "65536"),
     ];
     for (k, v) in want {
         assert_eq!(directive(&text, k).as_deref(), Some(v), "{k}=");
     }
+    let filters: Vec<String> = directives(&text)
+        .into_iter()
+        .filter(|(k, _)| k == "SystemCallFilter")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(filters, ["@system-service", "@mount"]);
     // Stopping waits longer than the default shutdown_grace (30s) plus the
     // build's TERM-to-KILL grace.
     let stop = humantime::parse_duration(&directive(&text, "TimeoutStopSec").unwrap()).unwrap();

@@ -1,10 +1,23 @@
 //! Proof under a real systemd (DESIGN.md section 17): the host's own OS,
 //! booted in a `systemd-nspawn` container with systemd as PID 1, installs
-//! the `.deb` this test run built with `dpkg -i` (maintainer scripts,
-//! sysusers and tmpfiles run for real) and drives the shipped unit with
-//! `systemctl`: readiness, a real C build under the unit's sandbox, the
-//! watchdog, reload, stop during a build, the journal, socket activation
-//! and package removal.
+//! the `.deb` this test run built (maintainer scripts, sysusers and
+//! tmpfiles run for real) and drives the shipped unit with `systemctl`:
+//! readiness, a real C build under the unit's sandbox and bubblewrap, a
+//! build that tries to reach the farm, the watchdog, reload, stop during a
+//! build, the journal, socket activation and package removal.
+//!
+//! The install, first-run and migration docs are run as written: the shell
+//! blocks of docs/installation.md and docs/migrating.md marked with
+//! `<!-- test: NAME -->` on the line before them run verbatim inside the
+//! container, as root, in a clean environment (`sh -e -x`: a failing
+//! command fails its step). Where the prose asks for an edit (the config),
+//! the test makes that edit. Two things stand in for what cannot run
+//! verbatim: the install block runs in a directory holding
+//! `target/debian/<the .deb>` (the source root it expects), and a block
+//! that ends following the journal (`journalctl -f`) is ended after a few
+//! seconds (`timeout`). Editing a step of those pages so that it no longer
+//! works fails the test. The migration ([`migrating`]) boots a container
+//! of its own.
 //!
 //! The container boots from a bind mount of `/` with `--volatile=overlay`:
 //! every change (the package, the config, the state) lands in a tmpfs that
@@ -13,11 +26,13 @@
 //! `nsenter`.
 //!
 //! Needs root, systemd-nspawn (Debian: systemd-container), nsenter and
-//! unshare (util-linux), dpkg, cargo-deb, and curl, make, cc, git and ps
-//! for use inside the container. Without them the test prints why and
-//! passes, except with `CI=true`, where it fails.
+//! unshare (util-linux), dpkg, cargo-deb, and apt, curl, openssl, make,
+//! cc, git and ps for use inside the container. Without them the test
+//! prints why and passes, except with `CI=true`, where it fails.
 //!
 //! By hand: `cargo test --test integration real_systemd -- --nocapture`.
+
+mod migrating;
 
 use crate::util::{debian_package, read_tar_zst, sha256_file};
 use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
@@ -32,10 +47,10 @@ use std::time::{Duration, Instant};
 
 /// `[manager].id`: names the public key file.
 const FARM_ID: &str = "nspawn-farm";
-/// The farm's Ed25519 seed (a test key).
-const SEED: [u8; 32] = [0x5a; 32];
-/// The webhook secret file's content (the daemon trims the newline).
-const WEBHOOK_SECRET: &str = "nspawn-webhook-secret\n";
+/// The signing key and the webhook secret, as the first-run steps make
+/// them.
+const KEY_FILE: &str = "/etc/farmhand/farm.ed25519";
+const SECRET_FILE: &str = "/etc/farmhand/webhook-secret";
 /// `[http].addr`, the shipped farmhand.socket's `ListenStream=` (check 7
 /// reaches the daemon at the same address either way).
 const ADDR: &str = "127.0.0.1:8080";
@@ -49,32 +64,9 @@ const SLOW_STEP: &str = "sleep 297";
 /// Environment of every command run in the container.
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-const CONFIG: &str = r#"# Written by the real_systemd test.
-[manager]
-id = "nspawn-farm"
-recipes_dir = "/etc/farmhand/recipes"
-state_dir = "/var/lib/farmhand"
-
-[repo]
-name = "nspawn-packages"
-description = "Built under systemd as PID 1"
-
-[signing]
-key_file = "/etc/farmhand/farm.ed25519"
-
-[http]
-addr = "127.0.0.1:8080"
-webhook_secret_file = "/etc/farmhand/webhook-secret"
-
-[poll]
-default_interval = "1h"
-
-[build]
-timeout = "10m"
-# Check 5 stops the daemon during a build that sleeps: the build is
-# killed after this grace, well inside the unit's TimeoutStopSec=.
-shutdown_grace = "2s"
-"#;
+/// How long a block that ends with `journalctl -f` runs before the test
+/// ends it.
+const FOLLOW: Duration = Duration::from_secs(3);
 
 const HELLO_BUILD: &str = "#!/bin/sh\nset -eu\nmake\nmake install DESTDIR=\"$DESTDIR\"\n";
 const BROKEN_BUILD: &str = "#!/bin/sh\necho 'this build fails on purpose' >&2\nexit 1\n";
@@ -110,6 +102,7 @@ fn missing_prerequisite() -> Option<String> {
         ("unshare", "util-linux"),
         ("dpkg", "dpkg"),
         // Run inside the container, which boots the host's own programs.
+        ("apt", "apt"),
         ("curl", "curl"),
         ("make", "make"),
         ("cc", "gcc"),
@@ -119,6 +112,9 @@ fn missing_prerequisite() -> Option<String> {
         if !runs(Command::new(tool).arg("--version")) {
             return Some(format!("{tool} not found (Debian package {package})"));
         }
+    }
+    if !runs(Command::new("openssl").arg("version")) {
+        return Some("openssl not found (Debian package openssl)".into());
     }
     if !["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
         .iter()
@@ -230,6 +226,111 @@ impl std::ops::Index<&str> for Props {
 /// A string field of a journal entry ("" when absent).
 fn field<'a>(e: &'a Value, k: &str) -> &'a str {
     e.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The shell block of `docs/<page>` marked `<!-- test: NAME -->` on a line
+/// of its own before it: the indented or fenced code block that follows,
+/// with its indentation removed. Panics, naming the page and the marker,
+/// when there is not exactly one such marker with a code block after it.
+fn doc_block(page: &str, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(page);
+    let doc = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let marker = format!("<!-- test: {name} -->");
+    let lines: Vec<&str> = doc.lines().collect();
+    let at: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].trim() == marker)
+        .collect();
+    let [at] = at[..] else {
+        panic!(
+            "docs/{page} has {} lines `{marker}`; the real_systemd test runs the block after it",
+            at.len()
+        );
+    };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut rest = lines[at + 1..]
+        .iter()
+        .copied()
+        .skip_while(|l| l.trim().is_empty())
+        .peekable();
+    let first = *rest
+        .peek()
+        .unwrap_or_else(|| panic!("docs/{page}: nothing after `{marker}`"));
+    let mut block = Vec::new();
+    if first.trim_start().starts_with("```") {
+        let strip = indent(first);
+        for l in rest.skip(1) {
+            if l.trim_start().starts_with("```") {
+                return block.join("\n") + "\n";
+            }
+            block.push(l.get(strip.min(indent(l))..).unwrap_or(""));
+        }
+        panic!("docs/{page}: the fenced block after `{marker}` does not end");
+    }
+    let strip = indent(first);
+    assert!(
+        strip >= indent(lines[at]) + 4,
+        "docs/{page}: `{marker}` is not followed by a code block but by {first:?}"
+    );
+    for l in rest {
+        if !l.trim().is_empty() && indent(l) < strip {
+            break;
+        }
+        block.push(l.get(strip..).unwrap_or(""));
+    }
+    while block.last().is_some_and(|l| l.trim().is_empty()) {
+        block.pop();
+    }
+    block.join("\n") + "\n"
+}
+
+/// What a doc block did when run.
+struct BlockRun {
+    /// `docs/PAGE` and the marker's name.
+    name: String,
+    script: String,
+    /// Its exit status; 124 when it was ended after following the journal.
+    status: Option<i32>,
+    /// Standard output and error together, with `sh -x`'s trace of each
+    /// command.
+    output: String,
+}
+
+impl BlockRun {
+    /// What its `journalctl -f` printed (after `sh -x`'s trace of it).
+    fn followed(&self) -> &str {
+        self.output.split("+ journalctl").nth(1).map_or("", |rest| {
+            rest.split_once('\n').map_or("", |(_, printed)| printed)
+        })
+    }
+
+    /// Whether what `journalctl -f` printed names the fields it shows
+    /// (`NAME=value` lines) and has all of `names` among them.
+    fn follows_fields(&self, names: &[&str]) -> bool {
+        names.iter().all(|n| {
+            self.followed()
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{n}=")))
+        })
+    }
+
+    /// Why the block did not do what the docs promise: exit 0, or, for a
+    /// block whose last command follows the journal, run until ended.
+    fn problem(&self, follow: bool) -> Option<String> {
+        let want = if follow { 124 } else { 0 };
+        (self.status != Some(want)).then(|| {
+            let how = if follow {
+                "did not reach its last command (journalctl -f)"
+            } else {
+                "failed"
+            };
+            format!(
+                "the block of {} {how}: exit {:?}\n--- the block\n{}--- its output\n{}",
+                self.name, self.status, self.script, self.output
+            )
+        })
+    }
 }
 
 /// A booted container; powered off and unmounted when dropped, whatever
@@ -352,6 +453,11 @@ impl Container {
     }
 
     fn sh_command(&self, script: &str) -> Command {
+        self.command(&["/bin/sh", "-c", script])
+    }
+
+    /// `argv` inside the container, as root, in a clean environment.
+    fn command(&self, argv: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg("-t")
             .arg(self.leader.to_string())
@@ -363,10 +469,8 @@ impl Container {
                 "DEBIAN_FRONTEND=noninteractive",
                 "SYSTEMD_PAGER=",
                 "SYSTEMD_COLORS=0",
-                "/bin/sh",
-                "-c",
-                script,
-            ]);
+            ])
+            .args(argv);
         cmd
     }
 
@@ -507,6 +611,59 @@ impl Container {
         ))
     }
 
+    /// Runs the block of `docs/<page>` marked `name` verbatim in `dir`
+    /// with `sh -e -x`; with `follow`, ends it after [`FOLLOW`] (its last
+    /// command follows the journal).
+    fn run_block(&self, page: &str, name: &str, dir: &str, follow: bool) -> BlockRun {
+        let script = doc_block(page, name);
+        let timeout = if follow {
+            format!("timeout {} ", FOLLOW.as_secs())
+        } else {
+            String::new()
+        };
+        let o = self
+            .command(&[
+                "/bin/sh",
+                "-c",
+                &format!("cd \"$1\" && exec {timeout}sh -e -x -c \"$2\" 2>&1"),
+                "sh",
+                dir,
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter runs");
+        BlockRun {
+            name: format!("docs/{page} `{name}`"),
+            script,
+            status: o.status.code(),
+            output: text(&o.stdout) + &text(&o.stderr),
+        }
+    }
+
+    /// The build logs of `recipe`, decompressed and joined.
+    fn read_build_logs(&self, recipe: &str) -> String {
+        let dir = self.path(&format!("/var/lib/farmhand/logs/{recipe}"));
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let mut out = String::new();
+        for f in files {
+            let bytes = fs::read(&f).unwrap_or_default();
+            let bytes = if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                zstd::decode_all(&bytes[..]).unwrap_or_default()
+            } else {
+                bytes
+            };
+            out.push_str(&text(&bytes));
+        }
+        out
+    }
+
     /// Processes of the container: `pid args` lines.
     fn processes(&self) -> String {
         text(&self.sh("ps -eo pid=,user=,args=").stdout)
@@ -619,7 +776,10 @@ fn repository_problems(c: &Container) -> Vec<String> {
             }
         }
     }
-    let want_key = SigningKey::from_bytes(&SEED).verifying_key();
+    let Some(want_key) = farm_key(c).map(|k| k.verifying_key()) else {
+        problems.push(format!("{KEY_FILE} is not a 32-byte Ed25519 seed"));
+        return problems;
+    };
     let pub_path = repo.join(format!("keys/{FARM_ID}.pub"));
     let published = fs::read_to_string(&pub_path).unwrap_or_default();
     let key = hex::decode(published.trim())
@@ -658,6 +818,13 @@ fn repository_problems(c: &Container) -> Vec<String> {
     problems
 }
 
+/// The farm's signing key, as the first-run steps made it (32 random
+/// bytes).
+fn farm_key(c: &Container) -> Option<SigningKey> {
+    let seed = fs::read(c.path(KEY_FILE)).ok()?;
+    Some(SigningKey::from_bytes(&<[u8; 32]>::try_from(seed).ok()?))
+}
+
 /// The hello package's pool file, as seen from the host.
 fn hello_artifact(c: &Container) -> Option<PathBuf> {
     let dir = c.path("/var/lib/farmhand/repo/pool/hello");
@@ -681,31 +848,53 @@ fn slow_build_processes(ps: &str) -> Vec<String> {
         .collect()
 }
 
+/// One container at a time: the two tests boot their own, and the checks
+/// keep time (the watchdog, stop during a build) on a machine that also
+/// builds.
+static BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Why the test does not run here, after printing it; panics instead with
+/// `CI=true`.
+fn skip() -> bool {
+    let Some(why) = missing_prerequisite() else {
+        return false;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("real_systemd cannot run here: {why}; with CI=true it must run, not be skipped");
+    }
+    eprintln!("real_systemd: SKIPPED: {why}");
+    true
+}
+
+/// Prints the seconds since `started` and what was done.
+fn lap(started: Instant, what: &str) {
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("real_systemd: {secs:6.1}s {what}");
+}
+
 #[test]
 fn shipped_unit_under_systemd_as_pid_1() {
-    if let Some(why) = missing_prerequisite() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("real_systemd cannot run here: {why}; with CI=true it must run, not be skipped");
-        }
-        eprintln!("real_systemd: SKIPPED: {why}");
+    if skip() {
         return;
     }
+    let _one = BOOT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let started = Instant::now();
-    let lap = |what: &str| {
-        let secs = started.elapsed().as_secs_f64();
-        eprintln!("real_systemd: {secs:6.1}s {what}");
-    };
+    let lap = |what: &str| lap(started, what);
     let deb = debian_package();
     lap("package built");
     let c = Container::boot(&units_to_mask());
     lap("container booted");
     install(&c, &deb);
-    set_up_farm(&c);
-    lap("installed and configured");
+    unit_exposure(&c);
+    first_run(&c);
+    lap("installed and configured as docs/installation.md says");
     ready(&c);
     build_under_sandbox(&c);
+    builds_cannot_touch_the_farm(&c);
     journal_fields(&c);
-    lap("checks 1, 2, 6");
+    lap("checks 1, 2, 9, 6");
     watchdog(&c);
     lap("check 3");
     let pid = reload(&c);
@@ -720,20 +909,34 @@ fn shipped_unit_under_systemd_as_pid_1() {
     lap("container powered off");
 }
 
-/// `dpkg -i`: the postinst runs systemd-sysusers and systemd-tmpfiles and
-/// enables nothing.
+/// The directory the install block runs in: it stands for the source root,
+/// holding the package where `cargo deb` writes it.
+const SOURCE_ROOT: &str = "/root/farmhand-source";
+
+/// Installs the package with docs/installation.md's block (`apt install
+/// ./target/debian/...`): dpkg's postinst runs systemd-sysusers and
+/// systemd-tmpfiles and enables nothing.
 fn install(c: &Container, deb: &Path) {
     // Container images often carry Docker's /usr/sbin/policy-rc.d (exit
     // 101), which makes maintainer scripts skip every service start and
     // stop; a booted build host has none, and check 8 needs the real prerm.
     c.sh_ok("rm -f /usr/sbin/policy-rc.d");
-    fs::copy(deb, c.path("/root/farmhand.deb")).unwrap();
-    let dpkg = c.sh_ok("dpkg -i /root/farmhand.deb 2>&1");
+    let file = deb.file_name().unwrap().to_string_lossy().into_owned();
+    let at = c.path(&format!("{SOURCE_ROOT}/target/debian/{file}"));
+    fs::create_dir_all(at.parent().unwrap()).unwrap();
+    fs::copy(deb, &at).unwrap();
+    let block = c.run_block("installation.md", "install", SOURCE_ROOT, false);
     let passwd = c.sh_text("getent passwd farmhand");
     let recipes_dir = c.sh_text("stat -c '%U:%G %a' /etc/farmhand/recipes");
     let svc = c.show("farmhand", &["LoadState", "UnitFileState", "ActiveState"]);
     let sock = c.prop("farmhand.socket", "UnitFileState");
     let mut problems = Vec::new();
+    if !block.script.contains(&format!("./target/debian/{file}")) {
+        problems.push(format!(
+            "docs/installation.md installs another file than the one cargo deb writes, target/debian/{file}"
+        ));
+    }
+    problems.extend(block.problem(false));
     if !passwd.contains(":/var/lib/farmhand:") {
         problems.push(format!(
             "sysusers: no farmhand user with home /var/lib/farmhand: {passwd:?}"
@@ -758,19 +961,96 @@ fn install(c: &Container, deb: &Path) {
         problems.push(format!("farmhand.socket is {sock}, not disabled"));
     }
     check(
-        "0 dpkg -i creates the user and the recipes dir, enables nothing",
+        "0 the docs' apt install creates the user and the recipes dir, enables nothing",
         &problems,
-        || format!("--- dpkg -i\n{dpkg}"),
+        || format!("--- {}\n{}", block.name, block.output),
     );
 }
 
-/// The farm: a signing key, a webhook secret, a config, a local upstream
-/// owned by farmhand, a recipe that builds a C program with make and cc,
-/// and one whose build fails.
-fn set_up_farm(c: &Container) {
-    c.write("/etc/farmhand/farm.ed25519", SEED, 0o600);
-    c.write("/etc/farmhand/webhook-secret", WEBHOOK_SECRET, 0o600);
-    c.write("/etc/farmhand/config.toml", CONFIG, 0o644);
+/// Check 10: `systemd-analyze security` rates the installed unit at most
+/// 2.0 (DESIGN.md section 18), while it lets bubblewrap work (check 2).
+fn unit_exposure(c: &Container) {
+    let out = c.sh_text("systemd-analyze security farmhand.service --no-pager");
+    let threshold = c.sh("systemd-analyze security farmhand.service --no-pager --threshold=20");
+    let rating = out
+        .lines()
+        .find(|l| l.contains("Overall exposure level for farmhand.service"))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    let mut problems = Vec::new();
+    match rating {
+        None => problems.push("no overall exposure level in the output".into()),
+        Some(e) if e > 2.0 => problems.push(format!("the unit is rated {e}, above 2.0")),
+        Some(_) => {}
+    }
+    if !threshold.status.success() {
+        problems.push(format!(
+            "systemd-analyze security --threshold=20 failed ({})",
+            threshold.status
+        ));
+    }
+    check(
+        "10 systemd-analyze security rates the installed unit at most 2.0",
+        &problems,
+        || format!("--- systemd-analyze security farmhand.service\n{out}"),
+    );
+    if let Some(e) = rating {
+        eprintln!("real_systemd:         overall exposure {e:.1}");
+    }
+}
+
+/// The first run as docs/installation.md describes it: the config edited
+/// as step 1 says (plus the test's own build timeouts), the signing key,
+/// the webhook secret and the example recipe made by the docs' blocks, and
+/// the test's recipes: a local upstream owned by farmhand, a recipe that
+/// builds a C program with make and cc, and one whose build fails.
+fn first_run(c: &Container) {
+    let config = c.path("/etc/farmhand/config.toml");
+    let mut t: toml::Table = fs::read_to_string(&config)
+        .expect("the package installs /etc/farmhand/config.toml")
+        .parse()
+        .expect("the installed config is TOML");
+    let mut set = |table: &str, key: &str, value: &str| {
+        t.entry(table)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), toml::Value::String(value.into()));
+    };
+    // Step 1: "at least [manager].id, [repo].name, and the [http].addr".
+    set("manager", "id", FARM_ID);
+    set("repo", "name", "nspawn-packages");
+    set("http", "addr", ADDR);
+    // Steps 2 and 3: "and key_file = ... under [signing]", "and
+    // webhook_secret_file = ... under [http]".
+    set("signing", "key_file", KEY_FILE);
+    set("http", "webhook_secret_file", SECRET_FILE);
+    // The test's own: check 5 stops the daemon during a build that sleeps;
+    // the build is killed after this grace, well inside TimeoutStopSec=.
+    set("build", "timeout", "10m");
+    set("build", "shutdown_grace", "2s");
+    fs::write(&config, toml::to_string(&t).unwrap()).unwrap();
+
+    let mut problems = Vec::new();
+    for step in ["signing-key", "webhook-secret", "recipes"] {
+        let block = c.run_block("installation.md", step, "/root", false);
+        problems.extend(block.problem(false));
+    }
+    let stat = c.sh_text(&format!("stat -c '%U %a %s' {KEY_FILE} {SECRET_FILE}"));
+    let stat: Vec<Vec<&str>> = stat.lines().map(|l| l.split(' ').collect()).collect();
+    let ok = |i: usize| stat.get(i).is_some_and(|f| f[..2] == ["farmhand", "600"]);
+    if !ok(0) || !ok(1) || stat[0][2] != "32" || stat[1][2] == "0" {
+        problems.push(format!(
+            "the key (32 bytes) and the secret are not farmhand's alone, mode 600: {stat:?}"
+        ));
+    }
+    check(
+        "first run: docs/installation.md steps 2 to 4 as written",
+        &problems,
+        String::new,
+    );
+
     c.write(
         &format!("{UPSTREAM}/Makefile"),
         include_str!("../real_systemd/hello/Makefile"),
@@ -795,23 +1075,26 @@ fn set_up_farm(c: &Container) {
          git add -A
          git -c user.name=upstream -c user.email=upstream@example.org commit -q -m 'hello 1.0.0'
          git tag v1.0.0
-         chown -R farmhand:farmhand /var/lib/farmhand-upstream
-         chown farmhand:farmhand /etc/farmhand/farm.ed25519 /etc/farmhand/webhook-secret"
+         chown -R farmhand:farmhand /var/lib/farmhand-upstream"
     ));
 }
 
-/// Check 1: `systemctl start` returns once READY=1 came; StatusText is set.
+/// Check 1: docs/installation.md's step 5 (`farmhand --check`, `systemctl
+/// enable --now`, `systemctl status`, `curl .../status`, `journalctl -f`)
+/// runs as written: `systemctl start` returns once READY=1 came, so the
+/// request right after it is answered; StatusText is set.
 fn ready(c: &Container) {
-    let start = c.sh("systemctl start farmhand");
-    // READY=1 comes once the HTTP listener is bound: the first request
-    // right after `systemctl start` returns is answered, without retries.
-    let first = c.sh_text(&format!(
-        "curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 http://{ADDR}/healthz"
-    ));
-    // The webhook secret (owned by farmhand, mode 0600) was read: a ping
-    // signed with it is answered.
+    let start = c.run_block("installation.md", "start", "/root", true);
+    // The /status answer the block's curl printed.
+    let status_answer = start
+        .output
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok());
+    // The webhook secret the docs' block made (owned by farmhand, mode
+    // 0600) was read: a ping signed with it is answered.
+    let secret = fs::read_to_string(c.path(SECRET_FILE)).unwrap_or_default();
     let body = r#"{"zen":"Proof under a real systemd."}"#;
-    let signature = crate::util::sign(WEBHOOK_SECRET.trim().as_bytes(), body.as_bytes());
+    let signature = crate::util::sign(secret.trim().as_bytes(), body.as_bytes());
     let ping = c.sh_text(&format!(
         "curl -sS --max-time 5 -w ' %{{http_code}}' -H 'X-GitHub-Event: ping' \
            -H 'X-GitHub-Delivery: nspawn-ping-1' -H 'X-Hub-Signature-256: {signature}' \
@@ -827,22 +1110,16 @@ fn ready(c: &Container) {
             "NotifyAccess",
             "StatusText",
             "MainPID",
+            "UnitFileState",
         ],
     );
     let status = &s["StatusText"];
     let mut problems = Vec::new();
-    if !start.status.success() {
-        let err = text(&start.stderr);
+    problems.extend(start.problem(true));
+    if s["ActiveState"] != "active" || s["Type"] != "notify" || s["UnitFileState"] != "enabled" {
         problems.push(format!(
-            "systemctl start farmhand failed ({}): {}",
-            start.status,
-            err.trim()
-        ));
-    }
-    if s["ActiveState"] != "active" || s["Type"] != "notify" {
-        problems.push(format!(
-            "ActiveState={} Type={} (want active through Type=notify)",
-            s["ActiveState"], s["Type"]
+            "ActiveState={} Type={} UnitFileState={} (want active through Type=notify, enabled)",
+            s["ActiveState"], s["Type"], s["UnitFileState"]
         ));
     }
     let idle = status.starts_with("idle, ") && status.ends_with(" recipes");
@@ -851,10 +1128,16 @@ fn ready(c: &Container) {
             "StatusText={status:?} (want `idle, N recipes` or `building RECIPE VERSION`)"
         ));
     }
-    if first.trim() == "000" || first.trim().is_empty() || first.contains("curl:") {
-        problems.push(format!(
-            "http://{ADDR}/healthz did not answer right after start returned: {first:?}"
-        ));
+    match &status_answer {
+        Some(v) if v["farm_id"] == FARM_ID => {}
+        other => problems.push(format!(
+            "the block's `curl -s http://{ADDR}/status` right after `systemctl enable --now` \
+             got no /status of {FARM_ID}: {other:?}"
+        )),
+    }
+    if !start.follows_fields(&["MESSAGE", "RECIPE"]) {
+        problems
+            .push("the block's journalctl -f printed no MESSAGE=... and RECIPE=... lines".into());
     }
     if ping.split_whitespace().collect::<Vec<_>>() != ["pong", "200"] {
         problems.push(format!(
@@ -862,9 +1145,16 @@ fn ready(c: &Container) {
         ));
     }
     check(
-        "1 active through READY=1, StatusText set",
+        "1 the docs' start step: active through READY=1, answered at once, StatusText set",
         &problems,
-        || format!("--- systemctl show\n{s:?}\n\n{}", c.evidence()),
+        || {
+            format!(
+                "--- {}\n{}\n--- systemctl show\n{s:?}\n\n{}",
+                start.name,
+                start.output,
+                c.evidence()
+            )
+        },
     );
 }
 
@@ -916,6 +1206,15 @@ fn build_under_sandbox(c: &Container) {
             }
         }
     }
+    // [build].sandbox = "auto" (the installed config's default) found a
+    // working bubblewrap under the unit.
+    let answer = c.sh_text(&format!("curl -sS --max-time 5 http://{ADDR}/status"));
+    let sandbox = serde_json::from_str::<Value>(&answer).map(|v| v["sandbox"].clone());
+    if sandbox.as_ref().ok() != Some(&Value::from("bwrap")) {
+        problems.push(format!(
+            "/status does not say \"sandbox\": \"bwrap\": {answer}"
+        ));
+    }
     let pid = c.main_pid();
     let status = fs::read_to_string(c.path(&format!("/proc/{pid}/status"))).unwrap_or_default();
     for want in ["NoNewPrivs:\t1", "Seccomp:\t2", "CapEff:\t0000000000000000"] {
@@ -925,7 +1224,7 @@ fn build_under_sandbox(c: &Container) {
         }
     }
     check(
-        "2 build under the unit's sandbox, signed index",
+        "2 build under the unit's sandbox and bubblewrap, signed index",
         &problems,
         || {
             let security: Vec<&str> = status
@@ -944,6 +1243,99 @@ fn build_under_sandbox(c: &Container) {
             c.evidence()
         )
         },
+    );
+}
+
+/// The build script of check 9 (after a line setting `DAEMON_PID`): what a
+/// hostile upstream's Makefile would try, each outcome recorded in the
+/// build log, then a package so that the build succeeds.
+const PROBE_BUILD: &str = r#"
+attempt() {
+  what=$1; shift
+  if "$@" >/dev/null 2>&1; then echo "ATTEMPT $what: ALLOWED"; else echo "ATTEMPT $what: denied"; fi
+}
+attempt "read the signing key" cat /etc/farmhand/farm.ed25519
+attempt "read the webhook secret" cat /etc/farmhand/webhook-secret
+attempt "read the config" cat /etc/farmhand/config.toml
+attempt "read state.json" cat /var/lib/farmhand/state.json
+attempt "list the repository" ls /var/lib/farmhand/repo
+attempt "read the index" cat /var/lib/farmhand/repo/index/archive.json
+attempt "write the repository" touch /var/lib/farmhand/repo/pwned
+attempt "signal the daemon" kill -0 "$DAEMON_PID"
+attempt "see the daemon" sh -c '[ -e "/proc/$1" ] || grep -qx farmhand /proc/[0-9]*/comm' sh "$DAEMON_PID"
+attempt "write its own directories" touch "$DESTDIR/ok" "$HOME/ok" "$SOURCE_DIR/ok" /tmp/ok
+mkdir -p "$DESTDIR/usr/share/probe"
+echo probe > "$DESTDIR/usr/share/probe/ok"
+"#;
+
+/// Check 9: a build under the unit (and bubblewrap) cannot read the
+/// signing key, the webhook secret, the config, state.json or the
+/// repository, cannot write the repository and cannot see or signal the
+/// daemon (DESIGN.md section 18; tests/integration/sandbox.rs makes the
+/// same attempts outside systemd). The recipe comes with a reload, once
+/// hello is published, so that everything it reaches for exists and the
+/// daemon's PID is known.
+fn builds_cannot_touch_the_farm(c: &Container) {
+    let pid = c.main_pid();
+    let recipes = "/etc/farmhand/recipes";
+    let probe = recipe_toml("a build that reaches for the farm", false);
+    c.write(&format!("{recipes}/probe/recipe.toml"), probe, 0o644);
+    let script = format!("#!/bin/sh\nDAEMON_PID={pid}\n{PROBE_BUILD}");
+    c.write(&format!("{recipes}/probe/build.sh"), script, 0o755);
+    c.sh_ok("systemctl reload farmhand");
+    let ended = poll(Duration::from_secs(30), || {
+        let done = c.events("build + publish complete", "", &[("RECIPE", "probe")]);
+        let failed = c.events("build failed", "", &[("RECIPE", "probe")]);
+        (!done.is_empty() || !failed.is_empty()).then_some(failed)
+    });
+    let log = c.read_build_logs("probe");
+    let mut problems = Vec::new();
+    match ended {
+        None => problems.push("the probe's build did not end within 30 s".into()),
+        Some(failed) => {
+            if let Some(e) = failed.first() {
+                problems.push(format!("the probe's build failed: {}", field(e, "ERR")));
+            }
+        }
+    }
+    for (what, want) in [
+        ("read the signing key", "denied"),
+        ("read the webhook secret", "denied"),
+        ("read the config", "denied"),
+        ("read state.json", "denied"),
+        ("list the repository", "denied"),
+        ("read the index", "denied"),
+        ("write the repository", "denied"),
+        ("signal the daemon", "denied"),
+        ("see the daemon", "denied"),
+        ("write its own directories", "ALLOWED"),
+    ] {
+        let got = log
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("ATTEMPT {what}: ")));
+        if got != Some(want) {
+            problems.push(format!("{what}: {got:?}, want {want}"));
+        }
+    }
+    // What the build reached for is there, for the daemon.
+    for p in [
+        KEY_FILE,
+        SECRET_FILE,
+        "/etc/farmhand/config.toml",
+        "/var/lib/farmhand/state.json",
+        "/var/lib/farmhand/repo/index/archive.json",
+    ] {
+        if !c.path(p).is_file() {
+            problems.push(format!("{p} does not exist, so its attempt proves nothing"));
+        }
+    }
+    if c.path("/var/lib/farmhand/repo/pwned").exists() {
+        problems.push("the build wrote /var/lib/farmhand/repo/pwned".into());
+    }
+    check(
+        "9 a build under the unit cannot read the key, the secret, state or repository, write the repository or see the daemon",
+        &problems,
+        || format!("--- the probe's build log\n{log}\n{}", c.evidence()),
     );
 }
 
@@ -1259,23 +1651,41 @@ fn stop_during_build(c: &Container, pid: &str) {
     eprintln!("real_systemd:         stop during the build took {took:.1?}");
 }
 
-/// Check 7: with farmhand.socket enabled and the service stopped, the
-/// first request starts the service, which answers it.
+/// The `LISTEN_*` variables of a process of the container.
+fn listen_env(c: &Container, pid: &str) -> Vec<String> {
+    let environ = fs::read(c.path(&format!("/proc/{pid}/environ"))).unwrap_or_default();
+    environ
+        .split(|b| *b == 0)
+        .map(text)
+        .filter(|v| v.starts_with("LISTEN_"))
+        .collect()
+}
+
+/// Check 7: on a running farm, docs/installation.md's order for switching
+/// to socket activation (stop, enable --now the socket, start) works and
+/// hands the daemon the socket; then, with the service stopped, the first
+/// request starts the service, which answers it.
 fn socket_activation(c: &Container) {
+    c.sh_ok("systemctl start farmhand");
+    let block = c.run_block("installation.md", "socket-activation", "/root", false);
+    let switched = c.show("farmhand", &["ActiveState", "MainPID"]);
+    let switched_listen = listen_env(c, &switched["MainPID"]);
+    c.sh_ok("systemctl stop farmhand");
     let before = c.prop("farmhand", "ActiveState");
-    let enable = c.sh_text("systemctl enable --now farmhand.socket");
     let sock = c.show("farmhand.socket", &["ActiveState", "SubState", "Listen"]);
     let answer = c.sh_text(&format!(
         "curl -sS --max-time 30 -w ' %{{http_code}}' http://{ADDR}/healthz"
     ));
     let s = c.show("farmhand", &["ActiveState", "MainPID", "TriggeredBy"]);
-    let environ = fs::read(c.path(&format!("/proc/{}/environ", s["MainPID"]))).unwrap_or_default();
-    let listen: Vec<String> = environ
-        .split(|b| *b == 0)
-        .map(text)
-        .filter(|v| v.starts_with("LISTEN_"))
-        .collect();
+    let listen = listen_env(c, &s["MainPID"]);
     let mut problems = Vec::new();
+    problems.extend(block.problem(false));
+    if switched["ActiveState"] != "active" || !switched_listen.iter().any(|v| v == "LISTEN_FDS=1") {
+        problems.push(format!(
+            "after the docs' switch the service is {} with {switched_listen:?} (want active, LISTEN_FDS=1)",
+            switched["ActiveState"]
+        ));
+    }
     if before != "inactive" {
         problems.push(format!("the service was {before} before the first request"));
     }
@@ -1294,14 +1704,9 @@ fn socket_activation(c: &Container) {
         problems.push(format!("the daemon was not handed the socket: {listen:?}"));
     }
     check(
-        "7 socket activation: the first request starts the service",
+        "7 socket activation as the docs switch to it; the first request starts the service",
         &problems,
-        || {
-            format!(
-                "--- systemctl enable --now farmhand.socket\n{enable}\n{}",
-                c.evidence()
-            )
-        },
+        || format!("--- {}\n{}\n{}", block.name, block.output, c.evidence()),
     );
 }
 

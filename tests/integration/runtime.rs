@@ -23,6 +23,7 @@ fn removing_a_large_stage_tree_does_not_stall_healthz() {
     let d = farm.start();
     d.wait_event("starting build", &[("recipe", "big")], T);
     let mut worst = Duration::ZERO;
+    let mut slow = 0;
     let mut samples = 0;
     let start = Instant::now();
     while !d.logs().contains("build + publish complete") {
@@ -36,17 +37,30 @@ fn removing_a_large_stage_tree_does_not_stall_healthz() {
         let took = t.elapsed();
         assert_eq!(r.status, 200, "{}", r.text());
         worst = worst.max(took);
+        if took > Duration::from_millis(100) {
+            slow += 1;
+        }
         samples += 1;
         std::thread::sleep(Duration::from_millis(5));
     }
     let stage = farm.state().join("stage");
     let left = walk_tree(&stage).len();
     assert_eq!(left, 0, "stage not removed");
-    eprintln!("healthz: {samples} requests while building and removing, worst {worst:?}");
+    eprintln!(
+        "healthz: {samples} requests while building and removing, {slow} over 100 ms, worst {worst:?}"
+    );
     assert!(samples > 20, "too few samples ({samples})");
+    // A runtime blocked by the removal stalls every request for as long as
+    // the removal takes (seconds for this tree); a busy machine delays a
+    // stray request now and then. So: no request near a second, and at
+    // most one in a hundred over 100 ms.
     assert!(
-        worst < Duration::from_millis(100),
+        worst < Duration::from_secs(1),
         "worst /healthz answer took {worst:?}"
+    );
+    assert!(
+        slow * 100 <= samples,
+        "{slow} of {samples} /healthz answers took over 100 ms (worst {worst:?})"
     );
 }
 

@@ -46,7 +46,7 @@ fn a_sandboxed_build_finds_none_of_the_farms_secrets_or_state() {
     // farm root is a temporary directory standing for /etc/farmhand and
     // /var/lib/farmhand on a real host.
     let attempts = r#"
-for f in "$ROOT/farm.ed25519" "$ROOT/webhook-secret" "$ROOT/control-token" "$ROOT/config.toml" \
+for f in "$ROOT/farm.ed25519" "$ROOT/webhook-secret" "$ROOT/notify-secret" "$ROOT/control-token" "$ROOT/config.toml" \
          "$ROOT/state/state.json" "$ROOT/state/repo/index/archive.json" "$ROOT/state/repo/repo.json"; do
   if cat "$f" >/dev/null 2>&1; then echo "ATTEMPT read $(basename $f): READ"; else echo "ATTEMPT read $(basename $f): denied"; fi
 done
@@ -67,6 +67,7 @@ if [ "$(ls /proc | grep -c '^[0-9]')" -lt 10 ]; then echo "ATTEMPT see host proc
     for (name, want) in [
         ("read farm.ed25519", "denied"),
         ("read webhook-secret", "denied"),
+        ("read notify-secret", "denied"),
         ("read control-token", "denied"),
         ("read config.toml", "denied"),
         ("read state.json", "denied"),
@@ -94,7 +95,8 @@ if [ "$(ls /proc | grep -c '^[0-9]')" -lt 10 ]; then echo "ATTEMPT see host proc
     );
 }
 
-/// A farm with a signing key, a webhook secret and a control token, one
+/// A farm with a signing key, a webhook secret, a notification secret and
+/// a control token, one
 /// published version of `other` (so the repository, logs and a git cache
 /// exist), then the recipe `probe` running `attempts` with `$ROOT` set to
 /// the farm's directory. Returns the farm, the daemon's log of the second
@@ -103,8 +105,10 @@ fn probe(attempts: &str) -> (Farm, String, String) {
     let farm = Farm::new();
     std::fs::write(farm.root.join("farm.ed25519"), [7u8; 32]).unwrap();
     std::fs::write(farm.root.join("control-token"), "t".repeat(40)).unwrap();
+    std::fs::write(farm.root.join("notify-secret"), "n".repeat(40)).unwrap();
     farm.write_config(
-        "[signing]\nkey_file = \"farm.ed25519\"\n\n[http]\nwebhook_secret_file = \"webhook-secret\"\n\n[build]\nsandbox = \"auto\"\n",
+        "[signing]\nkey_file = \"farm.ed25519\"\n\n[http]\nwebhook_secret_file = \"webhook-secret\"\n\n[build]\nsandbox = \"auto\"\n\n\
+         [[notify]]\non = [\"cancelled\"]\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = \"notify-secret\"\n",
     );
     let other = Upstream::new(&farm.root.join("other-up"));
     other.release("v1.0.0");
@@ -263,4 +267,19 @@ fn descriptors_the_daemon_inherited_do_not_reach_builds() {
             "sandbox {sandbox}:\n{build_log}"
         );
     }
+}
+
+#[test]
+fn no_network_without_a_working_sandbox_is_refused_not_ignored() {
+    let farm = Farm::new();
+    farm.write_config("[build]\nsandbox = \"auto\"\nnetwork = false\n");
+    // bubblewrap cannot be found: "auto" would run builds unsandboxed,
+    // which would give them the network they were denied.
+    let out = farm.run_env(&["--once"], &[("PATH", "/nonexistent")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("build.network = false needs the build sandbox"),
+        "{err}"
+    );
 }

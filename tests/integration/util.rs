@@ -907,7 +907,7 @@ impl Daemon {
     }
 
     /// The value of one series of `/metrics`, e.g.
-    /// `farmhand_webhooks_total{result="pong"}`.
+    /// `farmhand_webhooks_total{forge="github",result="pong"}`.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let r = self.get("/metrics");
         assert_eq!(r.status, 200);

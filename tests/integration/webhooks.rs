@@ -14,8 +14,8 @@ const OPTED_OUT: &str = "\n[watch]\ngithub_webhook = false\npoll_interval = \"1h
 const INSTALL: &str = "#!/bin/sh\nmkdir -p \"$DESTDIR/usr/share/x\"\necho \"$FARMHAND_VERSION\" > \"$DESTDIR/usr/share/x/$FARMHAND_RECIPE\"\n";
 
 fn webhook_count(d: &Daemon, result: &str) -> f64 {
-    d.metric(&format!("farmhand_webhooks_total{{result=\"{result}\"}}"))
-        .unwrap_or_else(|| panic!("no farmhand_webhooks_total{{result=\"{result}\"}}"))
+    let series = format!("farmhand_webhooks_total{{forge=\"github\",result=\"{result}\"}}");
+    d.metric(&series).unwrap_or_else(|| panic!("no {series}"))
 }
 
 /// A farm with one webhook recipe `hooked` on an upstream with v1.0.0.
@@ -283,7 +283,7 @@ fn bad_webhooks_get_their_status_and_trigger_nothing() {
         assert_eq!(
             webhook_count(&d, result),
             n,
-            "farmhand_webhooks_total{{result=\"{result}\"}}"
+            "farmhand_webhooks_total{{forge=\"github\",result=\"{result}\"}}"
         );
     }
 }
