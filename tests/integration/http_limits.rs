@@ -261,6 +261,10 @@ fn log_farm(script: &str, gated: bool, ready: u64) -> (Farm, Daemon, PathBuf) {
     (farm, d, log)
 }
 
+/// The console's page of build 1.
+const PAGE: &[u8] =
+    b"GET /builds/1 HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n\r\n";
+
 #[test]
 fn a_log_replaced_by_a_link_or_a_fifo_is_not_served() {
     // A finished build's log (compressed), then a running one's (plain).
@@ -268,9 +272,13 @@ fn a_log_replaced_by_a_link_or_a_fifo_is_not_served() {
         let line = "an honest log line";
         let (farm, d, log) = log_farm(&format!("echo {line}"), gated, line.len() as u64);
         let addr = d.addr.clone().unwrap();
-        wait_for(T, "the line in the log", || {
+        wait_for(T, "the line in the log and on the build's page", || {
             let r = d.get("/builds/1/log");
-            (r.status == 200 && r.text().contains(line)).then_some(())
+            let page = raw_exchange(&addr, PAGE, Duration::from_secs(5))?;
+            (r.status == 200
+                && r.text().contains(line)
+                && String::from_utf8_lossy(&page).contains(line))
+            .then_some(())
         });
 
         let state = if gated { "running" } else { "finished" };
@@ -297,6 +305,15 @@ fn a_log_replaced_by_a_link_or_a_fifo_is_not_served() {
                     assert!(raw.len() < 400, "{state} {what}: {text:?}");
                 }
             }
+            // Nor is it shown on the build's page.
+            let raw = raw_exchange(&addr, PAGE, Duration::from_secs(5))
+                .unwrap_or_else(|| panic!("{state} {what}: the build page: no answer"));
+            let text = String::from_utf8_lossy(&raw);
+            assert_eq!(status_of(&raw), Some(200), "{state} {what}: {text}");
+            assert!(
+                !text.contains("test-secret"),
+                "{state} {what}: the build page shows what the link names"
+            );
         };
 
         // A symbolic link to a secret.
