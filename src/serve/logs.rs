@@ -3,7 +3,10 @@
 //! as they are with `Content-Encoding: zstd` when the request's
 //! `Accept-Encoding` allows it, else decompressed on the fly. Either way
 //! the body is streamed in chunks of [`CHUNK`] with its `Content-Length`
-//! known up front, so a large log never sits in memory whole.
+//! known up front, so a large log never sits in memory whole: each chunk
+//! is read on a blocking thread only once the one before was taken, and
+//! no thread waits on a slow client. Logs are opened only as the daemon's
+//! own regular files, never through a link ([`open`]).
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -46,13 +49,22 @@ pub fn accepts_zstd(accept_encoding: Option<&HeaderValue>) -> bool {
     star
 }
 
-/// Opens a log file without following a link.
-fn open(path: &Path) -> std::io::Result<std::fs::File> {
+/// Opens a log file for reading, never through a symbolic link
+/// (`O_NOFOLLOW`) and never waiting on a FIFO (`O_NONBLOCK`); anything
+/// but a regular file is refused.
+pub fn open(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 /// How a finished log will be sent.
@@ -121,14 +133,16 @@ pub async fn finished(file: &LogFile, zstd_ok: bool, head: bool) -> Option<Respo
     let body = if head {
         Empty::new().boxed()
     } else {
-        let (tx, rx) = mpsc::channel::<Bytes>(2);
-        tokio::task::spawn_blocking(move || match source {
-            Source::Raw(f, _) => pump(f, &tx),
-            Source::Zstd(f, _) => {
-                if let Ok(d) = zstd::stream::read::Decoder::new(f) {
-                    pump(d, &tx);
-                }
-            }
+        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        tokio::spawn(async move {
+            let reader: Box<dyn Read + Send> = match source {
+                Source::Raw(f, _) => Box::new(f),
+                Source::Zstd(f, _) => match zstd::stream::read::Decoder::new(f) {
+                    Ok(d) => Box::new(d),
+                    Err(_) => return,
+                },
+            };
+            pump(reader, &tx).await;
         });
         ChunkBody(rx).boxed()
     };
@@ -146,29 +160,47 @@ pub async fn finished(file: &LogFile, zstd_ok: bool, head: bool) -> Option<Respo
 }
 
 /// Reads `r` in chunks into `tx` until its end, an error, or the client
-/// going away. Runs on a blocking thread.
-fn pump(mut r: impl Read, tx: &mpsc::Sender<Bytes>) {
-    let mut buf = vec![0u8; CHUNK];
+/// going away.
+async fn pump(mut r: Box<dyn Read + Send>, tx: &mpsc::Sender<Bytes>) {
     loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+        let Some((back, chunk)) = next_chunk(r).await else {
             return;
+        };
+        r = back;
+        match chunk {
+            Ok(b) if !b.is_empty() => {
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+            _ => return,
         }
     }
 }
 
-/// The rest of a log (from byte `offset` of its text) once it has been
-/// compressed: what a follower of the running build's plain log has not
-/// seen yet when the build ends. Runs on a blocking thread.
-pub fn compressed_tail(file: &LogFile, offset: u64) -> std::io::Result<Vec<u8>> {
+/// Up to [`CHUNK`] bytes of `r` (empty at its end), read on a blocking
+/// thread that is held for this one read only; `r` comes back for the
+/// next. `None` when the blocking task failed.
+pub async fn next_chunk<R: Read + Send + 'static>(mut r: R) -> Option<(R, std::io::Result<Bytes>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; CHUNK];
+        let chunk = r.read(&mut buf).map(|n| {
+            buf.truncate(n);
+            Bytes::from(buf)
+        });
+        (r, chunk)
+    })
+    .await
+    .ok()
+}
+
+/// A log's text from byte `offset` once it has been compressed: what a
+/// follower of the running build's plain log has not seen yet when the
+/// build ends. Read it with [`next_chunk`].
+pub fn compressed_from(file: &LogFile, offset: u64) -> std::io::Result<impl Read + Send + 'static> {
     let mut d = zstd::stream::read::Decoder::new(open(&file.compressed)?)?;
     std::io::copy(&mut (&mut d).take(offset), &mut std::io::sink())?;
-    let mut rest = Vec::new();
-    d.read_to_end(&mut rest)?;
-    Ok(rest)
+    Ok(d)
 }
 
 /// A body fed from a channel.
@@ -236,10 +268,16 @@ mod tests {
         assert_eq!(len, b.len());
         assert!(len < text.len() / 10);
         assert_eq!(zstd::decode_all(&b[..]).unwrap(), text.as_bytes());
-        assert_eq!(
-            compressed_tail(&file, 5 * 49_999).unwrap(),
-            b"line\n".to_vec()
-        );
+        let mut rest = Vec::new();
+        compressed_from(&file, 5 * 49_999)
+            .unwrap()
+            .read_to_end(&mut rest)
+            .unwrap();
+        assert_eq!(rest, b"line\n".to_vec());
+        let (_, chunk) = next_chunk(compressed_from(&file, 0).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(chunk.unwrap().len(), CHUNK);
         std::fs::remove_file(&file.compressed).unwrap();
         assert!(finished(&file, true, false).await.is_none());
     }

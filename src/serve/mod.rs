@@ -13,6 +13,9 @@ pub mod control;
 pub mod events;
 /// The hyper server and routes.
 pub mod http;
+/// What keeps clients from exhausting the daemon: the shared webhook body
+/// budget, connection and log-reader caps from the descriptor limit.
+pub mod limits;
 /// Finished build logs: zstd as stored, or decompressed.
 pub mod logs;
 /// The console: the overview, build and recipe pages, their assets.

@@ -18,6 +18,7 @@ mod fetch_security;
 mod forges;
 mod history;
 mod http;
+mod http_limits;
 mod load;
 mod notify;
 mod once;

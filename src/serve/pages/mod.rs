@@ -20,6 +20,7 @@ use hyper::{Response, StatusCode};
 use crate::model::recipe::Roster;
 use crate::serve::api::RecipeDoc;
 use crate::serve::builds::BuildDetail;
+use crate::serve::logs;
 use crate::serve::status::{BuildLog, Status};
 
 /// The embedded stylesheet and script.
@@ -130,16 +131,23 @@ fn tail_text(buf: &[u8], cut: bool, lines: usize) -> (String, bool) {
 }
 
 /// The last `max` bytes of the plain log at `path`, cut as [`tail_text`]
-/// does. A missing file is empty.
+/// does, read on a blocking thread. A missing file is empty; so is
+/// anything [`logs::open`] refuses (a link, a FIFO).
 async fn plain_tail(path: &Path, max: u64, lines: usize) -> Option<(String, bool)> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await.ok()?;
-    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max);
-    f.seek(std::io::SeekFrom::Start(start)).await.ok()?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(max).read_to_end(&mut buf).await.ok()?;
-    Some(tail_text(&buf, start > 0, lines))
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let mut f = logs::open(&path).ok()?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(max);
+        f.seek(std::io::SeekFrom::Start(start)).ok()?;
+        let mut buf = Vec::with_capacity((len - start) as usize);
+        f.take(max).read_to_end(&mut buf).ok()?;
+        Some(tail_text(&buf, start > 0, lines))
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The last `max` bytes of the zstd-compressed log at `path`, decompressed
@@ -147,7 +155,7 @@ async fn plain_tail(path: &Path, max: u64, lines: usize) -> Option<(String, bool
 async fn compressed_tail(path: PathBuf, max: usize, lines: usize) -> Option<(String, bool)> {
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let f = std::fs::File::open(&path).ok()?;
+        let f = logs::open(&path).ok()?;
         let mut d = zstd::stream::read::Decoder::new(f).ok()?;
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
