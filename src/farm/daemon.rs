@@ -323,6 +323,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     if !crate::build::runner::become_subreaper() {
         warn!("cannot become a child subreaper; processes that builds leave behind outside their process group will outlive them");
     }
+    crate::git::helper::set_poll_helpers(cfg.poll.concurrency);
     let roster = recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval)
         .map_err(|e| Fatal::Config(e.to_string()))?;
     let problems = roster_problems(&cfg, &roster);
@@ -517,7 +518,9 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
     .await;
     // The worker drains the queue and stops once no sender is left.
     drop(wtx);
-    if let Err(e) = worker_task.await {
+    let worker_result = worker_task.await;
+    crate::git::helper::close_helpers();
+    if let Err(e) = worker_result {
         error!(err = %e, "manager.Run returned non-cancel error");
         return Err(Fatal::Runtime(anyhow::anyhow!("build worker failed: {e}")));
     }
@@ -666,6 +669,7 @@ pub async fn run_daemon_with(
     if let Some(w) = watchdog {
         let _ = w.await;
     }
+    crate::git::helper::close_helpers();
     if failed {
         return Err(Fatal::Runtime(anyhow::anyhow!("the build worker failed")));
     }

@@ -13,6 +13,7 @@ mod crash;
 mod daemon;
 mod faults;
 mod fetch_security;
+mod helpers;
 mod http;
 mod load;
 mod once;
