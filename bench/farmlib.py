@@ -4,11 +4,21 @@ upstreams, the release binary, log scraping. Everything listens on
 import hashlib, hmac, json, os, re, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "farmhand")
+BIN = os.environ.get("FARMHAND_BIN") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "farmhand")
+ARCH = os.uname().machine
 
 
 def build_release():
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    """Builds the release binary, unless FARMHAND_BIN names another one
+    (to measure two builds side by side)."""
+    if not os.environ.get("FARMHAND_BIN"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+
+def load():
+    """The machine's load averages, as `uptime` prints them."""
+    return "load %.2f, %.2f, %.2f" % os.getloadavg()
 
 
 def git(cwd, *args, env=None):
@@ -30,6 +40,42 @@ def make_upstream(path, tags=("v1.0.0",)):
     for t in tags:
         git(path, "tag", t)
     return path
+
+
+def make_upstream_template(path, tags):
+    """A bare upstream repository with one commit and `tags` as packed
+    refs, to be copied by `copy_upstream` (thousands of upstreams in
+    seconds)."""
+    work = path + ".work"
+    make_upstream(work, ())
+    git(work, "gc", "-q")
+    head = git(work, "rev-parse", "HEAD").strip()
+    git(os.path.dirname(path), "clone", "-q", "--bare", work, path)
+    with open(os.path.join(path, "packed-refs"), "a") as f:
+        for t in tags:
+            f.write(f"{head} refs/tags/{t}\n")
+    git(path, "gc", "-q")
+    return path
+
+
+def copy_upstream(template, dest):
+    """A copy of a template repository: the small files copied, the pack
+    files hard-linked (git never rewrites a pack in place)."""
+    for d, _, files in os.walk(template):
+        rel = os.path.relpath(d, template)
+        os.makedirs(os.path.join(dest, rel), exist_ok=True)
+        for f in files:
+            src, dst = os.path.join(d, f), os.path.join(dest, rel, f)
+            if "/objects/" in src + "/":
+                os.link(src, dst)
+            else:
+                with open(src, "rb") as a, open(dst, "wb") as b:
+                    b.write(a.read())
+    return dest
+
+
+def version_key(v):
+    return [int(x) for x in v.split("-")[0].split(".")] + [int(v.split("-")[1])]
 
 
 class Farm:
@@ -57,6 +103,46 @@ class Farm:
         with open(p, "w") as f:
             f.write(script)
         os.chmod(p, 0o755)
+
+    def publish_history(self, versions, upstream="/nonexistent"):
+        """Writes a published repository (repo.json, pool files, archive.json
+        and the active.json farmhand derives from it) holding, for each
+        recipe id in `versions`, one package named after it at each of its
+        package versions (`1.2.0-1` style). Returns the entry count."""
+        repo = os.path.join(self.root, "state", "repo")
+        for d in ("index", "keys", "pool"):
+            os.makedirs(os.path.join(repo, d), exist_ok=True)
+        with open(os.path.join(repo, "repo.json"), "w") as f:
+            json.dump({"schema_version": 1, "name": "bench", "description": "", "farm_id": "bench",
+                       "created_at": "2023-11-14T22:13:20Z"}, f)
+        archive, active = [], []
+        for rid in sorted(versions):
+            pool = os.path.join(repo, "pool", rid)
+            os.makedirs(pool, exist_ok=True)
+            entries = []
+            for v in sorted(versions[rid], key=version_key):
+                name = f"{rid}_{v}_{ARCH}.tar.zst"
+                data = f"{rid} {v}\n".encode()
+                with open(os.path.join(pool, name), "wb") as f:
+                    f.write(data)
+                entries.append({
+                    "name": rid, "version": v, "architecture": ARCH,
+                    "description": f"{rid}, built by the benchmark", "license": "MIT",
+                    "homepage": f"https://example.org/{rid}", "size_compressed": len(data),
+                    "size_installed": 4096,
+                    "hash": {"algorithm": "sha256", "value": hashlib.sha256(data).hexdigest()},
+                    "url": f"pool/{rid}/{name}",
+                    "build": {"timestamp": "2023-11-14T22:13:20Z", "farm_id": "bench", "recipe": rid,
+                              "source_ref": f"git+{upstream}#refs/tags/v{v.split('-')[0]}"}})
+            archive += entries
+            if entries:
+                active.append(entries[-1])
+        for kind, packages in (("archive", archive), ("active", active)):
+            doc = {"schema_version": 1, "repo": "bench", "kind": kind, "index_version": len(archive),
+                   "generated_at": "2023-11-14T22:13:20Z", "packages": packages}
+            with open(os.path.join(repo, "index", f"{kind}.json"), "w") as f:
+                json.dump(doc, f, indent=2)
+        return len(archive)
 
     def start(self, *args):
         self.proc = subprocess.Popen([BIN, "--config", os.path.join(self.root, "config.toml"),
@@ -99,6 +185,38 @@ class Farm:
                                               "X-Hub-Signature-256": sig})
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
+
+    def polls_done(self):
+        return sum(1 for _, l in self.lines if 'msg="poll complete"' in l or 'msg="ls-remote failed"' in l)
+
+    def wait_polls(self, n, timeout):
+        """Waits until `n` polls ended (complete or failed); returns the
+        monotonic time of the last one."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            done = [t for t, l in self.lines if 'msg="poll complete"' in l or 'msg="ls-remote failed"' in l]
+            if len(done) >= n:
+                return done[n - 1]
+            time.sleep(0.05)
+        raise SystemExit(f"only {self.polls_done()} of {n} polls ended in {timeout} s")
+
+    def children_rss_kib(self):
+        """Summed VmRSS of the daemon's child processes (git helpers)."""
+        total = 0
+        for k in os.listdir("/proc"):
+            if not k.isdigit():
+                continue
+            try:
+                with open(f"/proc/{k}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != self.proc.pid:
+                    continue
+                with open(f"/proc/{k}/status") as f:
+                    m = re.search(r"VmRSS:\s+(\d+)", f.read())
+                total += int(m.group(1)) if m else 0
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
