@@ -570,8 +570,8 @@ struct HostHold {
 
 /// Adds every version in `repo`'s archive to the queue's dedup set.
 fn remember_published(queue: &mut BuildQueue, repo: &Repo) {
-    for e in repo.archive() {
-        queue.mark_published(&e.build.recipe, &e.version);
+    for (recipe, version) in repo.published() {
+        queue.mark_published(recipe, version);
     }
 }
 
