@@ -428,6 +428,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         error!(err = %e, "backoff book unreadable");
     }
     let status = Arc::new(Status::new(&cfg.manager.id));
+    status.set_per_recipe_metrics(cfg.http.per_recipe_metrics);
     status.set_sandbox(if settings.sandbox.is_some() {
         "bwrap"
     } else {

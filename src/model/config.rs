@@ -92,6 +92,9 @@ pub struct Http {
     pub addr: Option<String>,
     /// The webhook secret file.
     pub webhook_secret_file: Option<PathBuf>,
+    /// Export the series labelled by recipe on `/metrics` (default true;
+    /// very large farms turn them off to keep the scrape small).
+    pub per_recipe_metrics: bool,
 }
 
 /// `[poll]`.
@@ -239,6 +242,7 @@ struct RawUpload {
 struct RawHttp {
     addr: Option<String>,
     webhook_secret_file: Option<String>,
+    per_recipe_metrics: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -402,6 +406,7 @@ impl Config {
                 .webhook_secret_file
                 .filter(|s| !s.trim().is_empty())
                 .map(resolve),
+            per_recipe_metrics: raw.http.per_recipe_metrics.unwrap_or(true),
         };
 
         let p = raw
@@ -948,6 +953,10 @@ default_interval = "1h"
         assert_eq!(c.build.keep_logs, 10);
         assert_eq!(c.upload, Upload::None);
         assert!(c.http.addr.is_none());
+        assert!(c.http.per_recipe_metrics);
+        let off = parse(&format!("{MINIMAL}[http]\nper_recipe_metrics = false\n")).unwrap();
+        assert!(!off.http.per_recipe_metrics);
+        assert!(parse(&format!("{MINIMAL}[http]\nper_recipe_metric = false\n")).is_err());
         assert_eq!(c.backoff, default_backoff());
         assert_eq!(c.backoff_after(1), Duration::from_secs(60));
         assert_eq!(c.backoff_after(99), Duration::from_secs(86400));

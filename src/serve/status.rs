@@ -149,6 +149,8 @@ struct State {
     held: Option<String>,
     durations: Histogram,
     builds: VecDeque<BuildRecord>,
+    /// `[http].per_recipe_metrics`.
+    per_recipe_metrics: bool,
 }
 
 /// The shared status.
@@ -208,6 +210,7 @@ impl Status {
                 held: None,
                 durations: Histogram::default(),
                 builds: VecDeque::new(),
+                per_recipe_metrics: true,
             }),
             generation: AtomicU64::new(1),
             cache: Mutex::new(Cache::default()),
@@ -353,6 +356,13 @@ impl Status {
     /// The number of packages in the active index.
     pub fn set_published(&self, n: usize) {
         self.update(|s| s.published_packages = n);
+    }
+
+    /// Whether `/metrics` carries the series labelled by recipe
+    /// (`[http].per_recipe_metrics`); without them, failed builds and polls
+    /// are counted for the whole farm.
+    pub fn set_per_recipe_metrics(&self, on: bool) {
+        self.update(|s| s.per_recipe_metrics = on);
     }
 
     /// The build sandbox in force: `bwrap` or `none`.
@@ -568,18 +578,28 @@ impl Status {
             "Builds built and published.",
         );
         let _ = writeln!(m, "farmhand_builds_succeeded_total {}", s.builds_succeeded);
-        head(
-            &mut m,
-            "farmhand_builds_failed_total",
-            "counter",
-            "Failed builds, by recipe.",
-        );
-        for (r, n) in &s.failed_by_recipe {
-            let _ = writeln!(
-                m,
-                "farmhand_builds_failed_total{{recipe=\"{}\"}} {n}",
-                escape(r)
+        if s.per_recipe_metrics {
+            head(
+                &mut m,
+                "farmhand_builds_failed_total",
+                "counter",
+                "Failed builds, by recipe.",
             );
+            for (r, n) in &s.failed_by_recipe {
+                let _ = writeln!(
+                    m,
+                    "farmhand_builds_failed_total{{recipe=\"{}\"}} {n}",
+                    escape(r)
+                );
+            }
+        } else {
+            head(
+                &mut m,
+                "farmhand_builds_failed_total",
+                "counter",
+                "Failed builds.",
+            );
+            let _ = writeln!(m, "farmhand_builds_failed_total {}", s.builds_failed);
         }
         head(
             &mut m,
@@ -655,33 +675,51 @@ impl Status {
             "Invalid recipes in the recipes directory.",
         );
         let _ = writeln!(m, "farmhand_invalid_recipes {}", s.invalid.len());
-        head(
-            &mut m,
-            "farmhand_polls_total",
-            "counter",
-            "Upstream polls, by recipe and result.",
-        );
-        for ((r, res), n) in &s.polls_total {
-            let _ = writeln!(
-                m,
-                "farmhand_polls_total{{recipe=\"{}\",result=\"{}\"}} {n}",
-                escape(r),
-                res.as_str()
+        if s.per_recipe_metrics {
+            head(
+                &mut m,
+                "farmhand_polls_total",
+                "counter",
+                "Upstream polls, by recipe and result.",
             );
-        }
-        head(
-            &mut m,
-            "farmhand_last_poll_success_timestamp_seconds",
-            "gauge",
-            "Time of the last successful poll, by recipe.",
-        );
-        for (r, t) in &s.last_poll_success {
-            let _ = writeln!(
-                m,
-                "farmhand_last_poll_success_timestamp_seconds{{recipe=\"{}\"}} {}",
-                escape(r),
-                unix(*t)
+            for ((r, res), n) in &s.polls_total {
+                let _ = writeln!(
+                    m,
+                    "farmhand_polls_total{{recipe=\"{}\",result=\"{}\"}} {n}",
+                    escape(r),
+                    res.as_str()
+                );
+            }
+            head(
+                &mut m,
+                "farmhand_last_poll_success_timestamp_seconds",
+                "gauge",
+                "Time of the last successful poll, by recipe.",
             );
+            for (r, t) in &s.last_poll_success {
+                let _ = writeln!(
+                    m,
+                    "farmhand_last_poll_success_timestamp_seconds{{recipe=\"{}\"}} {}",
+                    escape(r),
+                    unix(*t)
+                );
+            }
+        } else {
+            head(
+                &mut m,
+                "farmhand_polls_total",
+                "counter",
+                "Upstream polls, by result.",
+            );
+            for res in [PollResult::Ok, PollResult::Error] {
+                let n: u64 = s
+                    .polls_total
+                    .iter()
+                    .filter(|((_, r), _)| *r == res)
+                    .map(|(_, n)| n)
+                    .sum();
+                let _ = writeln!(m, "farmhand_polls_total{{result=\"{}\"}} {n}", res.as_str());
+            }
         }
         head(
             &mut m,
@@ -796,5 +834,27 @@ mod tests {
         let m = String::from_utf8(st.metrics().to_vec()).unwrap();
         assert!(m.contains("farmhand_polls_total{recipe=\"x\",result=\"ok\"} 1"));
         assert!(m.contains("farmhand_webhooks_total{result=\"too_large\"} 0"));
+    }
+
+    #[test]
+    fn per_recipe_series_can_be_turned_off() {
+        let st = Status::new("f");
+        st.set_roster(vec!["x".into(), "y".into()], BTreeMap::new());
+        st.poll_finished("x", Ok(3));
+        st.poll_finished("y", Ok(1));
+        st.poll_finished("y", Err("gone".into()));
+        st.set_per_recipe_metrics(false);
+        let m = String::from_utf8(st.metrics().to_vec()).unwrap();
+        assert!(!m.contains("recipe="), "{m}");
+        assert!(m.contains("farmhand_polls_total{result=\"ok\"} 2"), "{m}");
+        assert!(
+            m.contains("farmhand_polls_total{result=\"error\"} 1"),
+            "{m}"
+        );
+        assert!(m.contains("\nfarmhand_builds_failed_total 0\n"), "{m}");
+        assert!(
+            !m.contains("farmhand_last_poll_success_timestamp_seconds"),
+            "{m}"
+        );
     }
 }

@@ -24,6 +24,7 @@ mod peipkg;
 mod real_systemd;
 mod runtime;
 mod sandbox;
+mod scale;
 mod smoke;
 mod state_dir;
 mod systemd;
