@@ -97,6 +97,7 @@ fn main() -> ExitCode {
     if cli.check {
         return ExitCode::from(daemon::check(&cli.config) as u8);
     }
+    farmhand::host::memory::tune();
     logging::init(cli.log_format, cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

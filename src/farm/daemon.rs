@@ -636,6 +636,8 @@ pub async fn run_daemon_with(
         tokio::spawn(http::serve(l, st))
     });
 
+    // Start-up (the repository and the roster read whole) freed a lot.
+    crate::host::memory::release();
     // systemd: ready once the roster is loaded and the listener bound.
     let mut summary = status.summary();
     systemd::ready(&summary.borrow_and_update().clone());
@@ -715,7 +717,8 @@ async fn reload(
     }
     status.set_roster(roster.ids(), roster.invalid.clone());
     info!(count = roster.recipes.len(), invalid = roster.invalid.len(), dir = %cfg.manager.recipes_dir.display(), "recipes reloaded");
-    roster_tx.send_replace(Arc::new(roster));
+    drop(roster_tx.send_replace(Arc::new(roster)));
+    crate::host::memory::release();
 }
 
 #[cfg(test)]
