@@ -44,7 +44,11 @@ enum Command {
     /// Internal: runs one git operation for the daemon (request on stdin,
     /// answer on stdout).
     #[command(name = "git-helper", hide = true)]
-    GitHelper,
+    GitHelper {
+        /// Run at a lower CPU priority (polls: background work).
+        #[arg(long)]
+        background: bool,
+    },
 }
 
 /// The long flags, which Go's flag package (and so peipkg-manager's command
@@ -91,8 +95,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Some(Command::GitHelper) = cli.command {
-        return ExitCode::from(farmhand::git::helper::helper_main() as u8);
+    if let Some(Command::GitHelper { background }) = cli.command {
+        return ExitCode::from(farmhand::git::helper::helper_main(background) as u8);
     }
     if cli.check {
         return ExitCode::from(daemon::check(&cli.config) as u8);
@@ -114,7 +118,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Demo { dir, addr }) => farmhand::demo::run(&dir, &addr).await,
-            Some(Command::GitHelper) => unreachable!("handled before the runtime starts"),
+            Some(Command::GitHelper { .. }) => unreachable!("handled before the runtime starts"),
             None => {
                 let cfg = daemon::load_config(&cli.config)?;
                 if cli.once {

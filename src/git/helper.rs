@@ -133,8 +133,13 @@ fn serve(request: Request) -> Answer {
 /// writes each answer to stdout on one line, until stdin closes (a request
 /// without a final newline is served too). Returns the process exit code
 /// (0 when stdin closed and every answer, even an error answer, was
-/// written).
-pub fn helper_main() -> i32 {
+/// written). A `background` helper (polls) first lowers its CPU priority
+/// by [`BACKGROUND_NICE`], so that a round of thousands of polls leaves
+/// the daemon's own threads (HTTP, the build worker) the CPU they need.
+pub fn helper_main(background: bool) -> i32 {
+    if background {
+        lower_priority();
+    }
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut stdout = std::io::stdout().lock();
@@ -165,6 +170,19 @@ pub fn helper_main() -> i32 {
         {
             return 1;
         }
+    }
+}
+
+/// How much a background (poll) helper lowers its CPU priority.
+pub const BACKGROUND_NICE: i32 = 10;
+
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: nice(2) changes only this process's scheduling priority; it
+    // reads and writes no memory of ours. Failing (never for a raise of
+    // the nice value) leaves the priority as it was, which is harmless.
+    unsafe {
+        nix::libc::nice(BACKGROUND_NICE);
     }
 }
 
@@ -236,10 +254,11 @@ enum Failure {
 }
 
 impl Helper {
-    fn spawn() -> std::io::Result<Helper> {
+    fn spawn(background: bool) -> std::io::Result<Helper> {
         let mut child = Command::new("/proc/self/exe")
             .arg0("farmhand")
             .arg(SUBCOMMAND)
+            .args(background.then_some("--background"))
             .envs(tls_env().iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -334,12 +353,16 @@ pub struct Pool {
     idle: Mutex<Vec<Helper>>,
     keep: AtomicUsize,
     reaper: AtomicBool,
+    /// Its helpers run at a lower CPU priority.
+    background: bool,
 }
 
-/// The helpers of polls (`ls-remote`), up to `[poll].concurrency` kept.
-static POLLS: Pool = Pool::new(4);
-/// The helper of fetches (builds run one at a time).
-static FETCHES: Pool = Pool::new(1);
+/// The helpers of polls (`ls-remote`), up to `[poll].concurrency` kept,
+/// at a lower CPU priority.
+static POLLS: Pool = Pool::new(4, true);
+/// The helper of fetches (builds run one at a time; a build waits for
+/// its fetch, so at the daemon's priority).
+static FETCHES: Pool = Pool::new(1, false);
 
 /// Keeps up to `n` idle poll helpers (the daemon sets `[poll].concurrency`).
 pub fn set_poll_helpers(n: usize) {
@@ -358,11 +381,12 @@ pub fn idle_helpers() -> (usize, usize) {
 }
 
 impl Pool {
-    const fn new(keep: usize) -> Pool {
+    const fn new(keep: usize, background: bool) -> Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             keep: AtomicUsize::new(keep),
             reaper: AtomicBool::new(false),
+            background,
         }
     }
 
@@ -437,7 +461,7 @@ async fn run(
     loop {
         let (mut helper, reused) = match pool.take().filter(|_| !fresh_only) {
             Some(h) => (h, true),
-            None => match Helper::spawn() {
+            None => match Helper::spawn(pool.background) {
                 Ok(h) => (h, false),
                 Err(e) => return Err(format!("{what} {url}: cannot start the git helper: {e}")),
             },

@@ -34,6 +34,14 @@ fn helpers_of(pid: i32) -> BTreeSet<i32> {
     out
 }
 
+/// The nice value of `pid` (field 19 of /proc/<pid>/stat).
+fn nice(pid: i32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    // After the command name, field 3 (state) is the first: nice is 19.
+    rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
 fn hook(d: &Daemon, up: &Upstream, delivery: &str) {
     let body = format!(
         "{{\"ref\":\"refs/heads/main\",\"repository\":{{\"clone_url\":\"{}\"}}}}",
@@ -65,6 +73,13 @@ fn few_long_lived_helpers_serve_every_poll_and_a_dead_one_is_replaced() {
     assert!(
         (1..=5).contains(&first.len()),
         "helpers after the first round: {first:?}"
+    );
+
+    // Poll helpers run at a lower priority than the daemon.
+    assert!(
+        first.iter().any(|p| nice(*p) == nice(d.pid()) + 10),
+        "{:?}",
+        first.iter().map(|p| nice(*p)).collect::<Vec<_>>()
     );
 
     // The next round of polls reuses them.
