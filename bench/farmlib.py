@@ -144,10 +144,11 @@ class Farm:
                 json.dump(doc, f, indent=2)
         return len(archive)
 
-    def start(self, *args):
+    def start(self, *args, env=None):
         self.proc = subprocess.Popen([BIN, "--config", os.path.join(self.root, "config.toml"),
                                       "--log-format", "logfmt", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, **(env or {})))
         def reader():
             for line in self.proc.stderr:
                 self.lines.append((time.monotonic(), line))
@@ -231,6 +232,80 @@ class Farm:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.tmp.cleanup()
+
+
+class Notify:
+    """A NOTIFY_SOCKET for the daemon: records (monotonic time, message)."""
+    def __init__(self, root):
+        import socket
+        self.path = os.path.join(root, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode(errors="replace")))
+
+    def wait(self, needle, timeout, after=0.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for t, m in list(self.messages):
+                if t >= after and needle in m.split("\n"):
+                    return t
+            time.sleep(0.001)
+        raise SystemExit(f"no {needle!r} on the notify socket in {timeout} s")
+
+
+class Sampler:
+    """GET `path` on one keep-alive connection every `every` seconds (a
+    monitor, not a load test), recording (start, latency, status) until
+    stopped; bounded by `limit` seconds."""
+    def __init__(self, addr, path="/healthz", every=0.01, limit=600):
+        import http.client
+        self.addr, self.path, self.every, self.limit = addr, path, every, limit
+        self.samples = []
+        self.reconnects = 0
+        self.running = True
+        self.conn = http.client.HTTPConnection(*addr.rsplit(":", 1), timeout=10)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import http.client
+        end = time.monotonic() + self.limit
+        while self.running and time.monotonic() < end:
+            t0 = time.monotonic()
+            try:
+                self.conn.request("GET", self.path)
+                r = self.conn.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                self.reconnects += 1
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(*self.addr.rsplit(":", 1), timeout=10)
+            t1 = time.monotonic()
+            self.samples.append((t0, (t1 - t0) * 1000, status))
+            time.sleep(max(0.0, self.every - (t1 - t0)))
+
+    def stop(self):
+        self.running = False
+        self.thread.join(15)
+
+    def between(self, a, b):
+        return [s for s in self.samples if a <= s[0] <= b]
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
 def wrk(url, seconds=10, conns=32, threads=2):

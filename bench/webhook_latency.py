@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Signed webhook → `starting build`, for a local upstream: push a tag, send
-the webhook, time until the daemon logs the build start. 20 rounds."""
+the webhook, time until the daemon logs the build start. 20 rounds. The
+farm: the hooked recipe and 999 others sharing one upstream whose three
+tags are all published (3,000 published versions in all; their first
+poll round ends before the rounds start), so every publish rewrites an
+archive of 3,000 entries."""
 import sys, os, statistics
 sys.path.insert(0, os.path.dirname(__file__))
 from farmlib import *
@@ -11,8 +15,14 @@ def main():
     try:
         up = make_upstream(os.path.join(farm.root, "up"), ["v1.0.0"])
         farm.recipe("hooked", up, "#!/bin/sh\ntrue\n", watch="[watch]\ngithub_webhook = true\n")
+        other = make_upstream(os.path.join(farm.root, "other"), ["v1.0.0", "v1.1.0", "v1.2.0"])
+        for i in range(999):
+            farm.recipe(f"r{i:03}", other)
+        farm.publish_history({f"r{i:03}": ["1.0.0-1", "1.1.0-1", "1.2.0-1"] for i in range(999)}
+                             | {"hooked": ["0.9.0-1", "0.9.1-1", "0.9.2-1"]}, other)
         farm.start()
-        farm.wait_log("build + publish complete", 30)
+        farm.wait_log("build + publish complete", 60)
+        farm.wait_polls(1000, 120)
         rounds = int(os.environ.get("ROUNDS", "20"))
         lat = []
         for i in range(1, rounds + 1):
@@ -24,9 +34,9 @@ def main():
             lat.append((t1 - t0) * 1000)
             farm.wait_log("build + publish complete", 10, after=mark)
         lat.sort()
-        row("signed webhook → `starting build` (local upstream)",
-            f"median {statistics.median(lat):.1f} ms, max {lat[-1]:.1f} ms ({rounds} rounds)",
-            "< 100 ms", "python3 bench/webhook_latency.py")
+        row("signed webhook → `starting build` (local upstream; 1,000 recipes, 3,000 published versions)",
+            f"median {statistics.median(lat):.1f} ms, max {lat[-1]:.1f} ms ({rounds} rounds) ({load()})",
+            "< 50 ms", "python3 bench/webhook_latency.py")
     finally:
         farm.stop()
 
