@@ -44,11 +44,12 @@ def main():
     for t in starts:
         if int(t) - t0 <= SECONDS:
             per_second[int(t) - t0] += 1
-    width = max(per_second)
-    print(f"poll starts per second, {N:,} recipes, default_interval 1m ({load_now}):")
-    scale = 60 / width if width else 1
+    print(f"poll starts per second, {N:,} recipes, default_interval 1m ({load_now}); "
+          f"one # per {N / 60 / 30:.1f} polls, + past 60:")
+    scale = 30 / (N / 60)
     for s, n in enumerate(per_second):
-        print(f"{s:4d} s {n:6d} {'#' * max(1 if n else 0, round(n * scale))}")
+        bar = "#" * max(1 if n else 0, round(n * scale))
+        print(f"{s:4d} s {n:6d} {bar[:60] + ('+' if len(bar) > 60 else '')}")
     # After the first round (the first 60 s hold it and the start of the
     # slots), each second of the second minute.
     steady = per_second[61:SECONDS]
