@@ -4,15 +4,21 @@ upstreams, the release binary, log scraping. Everything listens on
 import base64, hashlib, hmac, json, os, re, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# FARMHAND_BIN runs another build (e.g. target/debug/farmhand) instead of
-# the release binary; its figures are then not comparable with the table.
-BIN = os.environ.get("FARMHAND_BIN") or os.path.join(ROOT, "target", "release", "farmhand")
+BIN = os.environ.get("FARMHAND_BIN") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "farmhand")
+ARCH = os.uname().machine
 
 
 def build_release():
-    if os.environ.get("FARMHAND_BIN"):
-        return
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    """Builds the release binary, unless FARMHAND_BIN names another one
+    (to measure two builds side by side)."""
+    if not os.environ.get("FARMHAND_BIN"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+
+def load():
+    """The machine's load averages, as `uptime` prints them."""
+    return "load %.2f, %.2f, %.2f" % os.getloadavg()
 
 
 def git(cwd, *args, env=None):
@@ -34,6 +40,42 @@ def make_upstream(path, tags=("v1.0.0",)):
     for t in tags:
         git(path, "tag", t)
     return path
+
+
+def make_upstream_template(path, tags):
+    """A bare upstream repository with one commit and `tags` as packed
+    refs, to be copied by `copy_upstream` (thousands of upstreams in
+    seconds)."""
+    work = path + ".work"
+    make_upstream(work, ())
+    git(work, "gc", "-q")
+    head = git(work, "rev-parse", "HEAD").strip()
+    git(os.path.dirname(path), "clone", "-q", "--bare", work, path)
+    with open(os.path.join(path, "packed-refs"), "a") as f:
+        for t in tags:
+            f.write(f"{head} refs/tags/{t}\n")
+    git(path, "gc", "-q")
+    return path
+
+
+def copy_upstream(template, dest):
+    """A copy of a template repository: the small files copied, the pack
+    files hard-linked (git never rewrites a pack in place)."""
+    for d, _, files in os.walk(template):
+        rel = os.path.relpath(d, template)
+        os.makedirs(os.path.join(dest, rel), exist_ok=True)
+        for f in files:
+            src, dst = os.path.join(d, f), os.path.join(dest, rel, f)
+            if "/objects/" in src + "/":
+                os.link(src, dst)
+            else:
+                with open(src, "rb") as a, open(dst, "wb") as b:
+                    b.write(a.read())
+    return dest
+
+
+def version_key(v):
+    return [int(x) for x in v.split("-")[0].split(".")] + [int(v.split("-")[1])]
 
 
 class Farm:
@@ -62,10 +104,51 @@ class Farm:
             f.write(script)
         os.chmod(p, 0o755)
 
-    def start(self, *args):
+    def publish_history(self, versions, upstream="/nonexistent"):
+        """Writes a published repository (repo.json, pool files, archive.json
+        and the active.json farmhand derives from it) holding, for each
+        recipe id in `versions`, one package named after it at each of its
+        package versions (`1.2.0-1` style). Returns the entry count."""
+        repo = os.path.join(self.root, "state", "repo")
+        for d in ("index", "keys", "pool"):
+            os.makedirs(os.path.join(repo, d), exist_ok=True)
+        with open(os.path.join(repo, "repo.json"), "w") as f:
+            json.dump({"schema_version": 1, "name": "bench", "description": "", "farm_id": "bench",
+                       "created_at": "2023-11-14T22:13:20Z"}, f)
+        archive, active = [], []
+        for rid in sorted(versions):
+            pool = os.path.join(repo, "pool", rid)
+            os.makedirs(pool, exist_ok=True)
+            entries = []
+            for v in sorted(versions[rid], key=version_key):
+                name = f"{rid}_{v}_{ARCH}.tar.zst"
+                data = f"{rid} {v}\n".encode()
+                with open(os.path.join(pool, name), "wb") as f:
+                    f.write(data)
+                entries.append({
+                    "name": rid, "version": v, "architecture": ARCH,
+                    "description": f"{rid}, built by the benchmark", "license": "MIT",
+                    "homepage": f"https://example.org/{rid}", "size_compressed": len(data),
+                    "size_installed": 4096,
+                    "hash": {"algorithm": "sha256", "value": hashlib.sha256(data).hexdigest()},
+                    "url": f"pool/{rid}/{name}",
+                    "build": {"timestamp": "2023-11-14T22:13:20Z", "farm_id": "bench", "recipe": rid,
+                              "source_ref": f"git+{upstream}#refs/tags/v{v.split('-')[0]}"}})
+            archive += entries
+            if entries:
+                active.append(entries[-1])
+        for kind, packages in (("archive", archive), ("active", active)):
+            doc = {"schema_version": 1, "repo": "bench", "kind": kind, "index_version": len(archive),
+                   "generated_at": "2023-11-14T22:13:20Z", "packages": packages}
+            with open(os.path.join(repo, "index", f"{kind}.json"), "w") as f:
+                json.dump(doc, f, indent=2)
+        return len(archive)
+
+    def start(self, *args, env=None):
         self.proc = subprocess.Popen([BIN, "--config", os.path.join(self.root, "config.toml"),
                                       "--log-format", "logfmt", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, **(env or {})))
         def reader():
             for line in self.proc.stderr:
                 self.lines.append((time.monotonic(), line))
@@ -137,6 +220,38 @@ class Farm:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
 
+    def polls_done(self):
+        return sum(1 for _, l in self.lines if 'msg="poll complete"' in l or 'msg="ls-remote failed"' in l)
+
+    def wait_polls(self, n, timeout):
+        """Waits until `n` polls ended (complete or failed); returns the
+        monotonic time of the last one."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            done = [t for t, l in self.lines if 'msg="poll complete"' in l or 'msg="ls-remote failed"' in l]
+            if len(done) >= n:
+                return done[n - 1]
+            time.sleep(0.05)
+        raise SystemExit(f"only {self.polls_done()} of {n} polls ended in {timeout} s")
+
+    def children_rss_kib(self):
+        """Summed VmRSS of the daemon's child processes (git helpers)."""
+        total = 0
+        for k in os.listdir("/proc"):
+            if not k.isdigit():
+                continue
+            try:
+                with open(f"/proc/{k}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid != self.proc.pid:
+                    continue
+                with open(f"/proc/{k}/status") as f:
+                    m = re.search(r"VmRSS:\s+(\d+)", f.read())
+                total += int(m.group(1)) if m else 0
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
             s = f.read()
@@ -150,6 +265,80 @@ class Farm:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.tmp.cleanup()
+
+
+class Notify:
+    """A NOTIFY_SOCKET for the daemon: records (monotonic time, message)."""
+    def __init__(self, root):
+        import socket
+        self.path = os.path.join(root, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode(errors="replace")))
+
+    def wait(self, needle, timeout, after=0.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for t, m in list(self.messages):
+                if t >= after and needle in m.split("\n"):
+                    return t
+            time.sleep(0.001)
+        raise SystemExit(f"no {needle!r} on the notify socket in {timeout} s")
+
+
+class Sampler:
+    """GET `path` on one keep-alive connection every `every` seconds (a
+    monitor, not a load test), recording (start, latency, status) until
+    stopped; bounded by `limit` seconds."""
+    def __init__(self, addr, path="/healthz", every=0.01, limit=600):
+        import http.client
+        self.addr, self.path, self.every, self.limit = addr, path, every, limit
+        self.samples = []
+        self.reconnects = 0
+        self.running = True
+        self.conn = http.client.HTTPConnection(*addr.rsplit(":", 1), timeout=10)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import http.client
+        end = time.monotonic() + self.limit
+        while self.running and time.monotonic() < end:
+            t0 = time.monotonic()
+            try:
+                self.conn.request("GET", self.path)
+                r = self.conn.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                self.reconnects += 1
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(*self.addr.rsplit(":", 1), timeout=10)
+            t1 = time.monotonic()
+            self.samples.append((t0, (t1 - t0) * 1000, status))
+            time.sleep(max(0.0, self.every - (t1 - t0)))
+
+    def stop(self):
+        self.running = False
+        self.thread.join(15)
+
+    def between(self, a, b):
+        return [s for s in self.samples if a <= s[0] <= b]
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
 def wrk(url, seconds=10, conns=32, threads=2):

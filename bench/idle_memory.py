@@ -1,47 +1,53 @@
 #!/usr/bin/env python3
-"""Resident memory of an idle daemon with 1,000 recipes (DESIGN.md section
-12): every recipe polled once (a local upstream with nothing new to build),
-HTTP server up, /status scraped once; then VmRSS of the daemon process.
-Measured twice: recipes sharing one tag_pattern (the usual case) and
-1,000 distinct patterns."""
+"""Resident memory of an idle daemon (DESIGN.md section 12).
+
+The farm: RECIPES recipes (default 1,000) sharing one local upstream whose
+tags are v1.0.0, v1.1.0 and v1.2.0, and a repository that already holds
+those three versions of every recipe (3,000 published versions): every
+recipe is polled once at start, finds nothing new, and the daemon idles.
+Measured twice: all recipes sharing one tag_pattern (the usual case), and
+each recipe with its own pattern that matches none of the tags (the same
+3,000 versions published). After every poll completed, /status is
+scraped once and, 2 s later, VmRSS of the daemon (and of its git helper
+processes, counted apart) is read."""
 import sys, os, time, json
 sys.path.insert(0, os.path.dirname(__file__))
 from farmlib import *
 
 N = int(os.environ.get("RECIPES", "1000"))
+TAGS = ["v1.0.0", "v1.1.0", "v1.2.0"]
 
 
 def measure(distinct):
     farm = Farm()
     try:
-        up = make_upstream(os.path.join(farm.root, "up"), ["snapshot-1"])
+        up = make_upstream(os.path.join(farm.root, "up"), TAGS)
         for i in range(N):
             prefix = f"r{i}-v" if distinct else "v"
-            farm.recipe(f"r{i:04}", up, pattern=rf"^{prefix}(\d+\.\d+\.\d+)$")
+            farm.recipe(f"r{i:05}", up, pattern=rf"^{prefix}(\d+\.\d+\.\d+)$")
+        published = farm.publish_history({f"r{i:05}": [t[1:] + "-1" for t in TAGS] for i in range(N)}, up)
         farm.start()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if sum(1 for _, l in farm.lines if 'msg="poll complete"' in l) >= N:
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("not every recipe was polled in 300 s")
+        farm.wait_polls(N, 300)
         status = json.loads(farm.get("/status"))
-        assert len(status["polls"]) == N and status["in_flight"] is None
+        assert len(status["polls"]) == N and status["in_flight"] is None and status["queue_depth"] == 0, \
+            "nothing to build"
         time.sleep(2)
         rss, threads = farm.rss_kib()
-        return rss, threads
+        helpers = farm.children_rss_kib()
+        return rss, threads, helpers, published
     finally:
         farm.stop()
 
 
 def main():
     build_release()
-    shared, t1 = measure(False)
-    distinct, t2 = measure(True)
-    row(f"idle daemon, {N:,} recipes, resident memory (VmRSS)",
-        f"{shared / 1024:.1f} MiB, {t1} threads (one shared tag_pattern); {distinct / 1024:.1f} MiB ({N:,} distinct patterns)",
-        "< 12 MiB (anchor: 35.7 MB, 45 threads)", "python3 bench/idle_memory.py")
+    shared, t1, h1, pub = measure(False)
+    distinct, t2, h2, _ = measure(True)
+    helpers = f"; git helpers {h1 / 1024:.1f} / {h2 / 1024:.1f} MiB apart" if h1 or h2 else ""
+    row(f"idle daemon, {N:,} recipes, {pub:,} published versions, VmRSS",
+        f"{shared / 1024:.1f} MiB, {t1} threads (one shared tag_pattern); "
+        f"{distinct / 1024:.1f} MiB ({N:,} distinct patterns, none matching){helpers} ({load()})",
+        "< 10 MiB; distinct < 12 MiB", "python3 bench/idle_memory.py")
 
 
 main()

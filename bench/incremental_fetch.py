@@ -75,7 +75,8 @@ def main():
         subprocess.run(cmd, check=True, capture_output=True)
         second = received(farm, "1.1.0-1")
         row(f"second tag of an already-fetched upstream ({COMMITS:,} commits, {total:,} objects, git://)",
-            f"1st tag: {first:,} objects fetched; 2nd tag (10 commits later): {second:,} objects",
+            f"1st tag: {first:,} objects fetched; 2nd tag (10 commits later): {second:,} objects "
+            f"(no published history: the row counts fetched objects) ({load()})",
             "only the new objects", "python3 bench/incremental_fetch.py")
     finally:
         if daemon:

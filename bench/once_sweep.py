@@ -61,7 +61,7 @@ def main():
             assert f"tags_seen={N}" in out.stderr, out.stderr
         wall = min(r[0] for r in runs)
         cpu = min(r[1] for r in runs)
-        row(f"`--once`, one recipe, {N:,} matching tags, all published", f"{wall:.2f} s wall, {cpu:.2f} s CPU (best of 3)",
+        row(f"`--once`, one recipe, {N:,} matching tags, all published", f"{wall:.2f} s wall, {cpu:.2f} s CPU (best of 3) ({load()})",
             "< 3 s wall (anchor: 357 s)", "python3 bench/once_sweep.py")
     finally:
         farm.stop()

@@ -54,7 +54,11 @@ enum Command {
     /// Internal: runs one git operation for the daemon (request on stdin,
     /// answer on stdout).
     #[command(name = "git-helper", hide = true)]
-    GitHelper,
+    GitHelper {
+        /// Run at a lower CPU priority (polls: background work).
+        #[arg(long)]
+        background: bool,
+    },
 }
 
 /// The shells `farmhand completions` writes scripts for.
@@ -127,8 +131,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::GitHelper) => {
-            return ExitCode::from(farmhand::git::helper::helper_main() as u8)
+        Some(Command::GitHelper { background }) => {
+            return ExitCode::from(farmhand::git::helper::helper_main(background) as u8)
         }
         Some(Command::Ctl(args)) => {
             return ExitCode::from(farmhand::ctl::main(args, &cli.config) as u8)
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
     if cli.check {
         return ExitCode::from(daemon::check(&cli.config) as u8);
     }
+    farmhand::host::memory::tune();
     logging::init(cli.log_format, cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -159,7 +164,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Demo { dir, addr }) => farmhand::demo::run(&dir, &addr).await,
-            Some(Command::GitHelper | Command::Ctl(_) | Command::Completions { .. }) => {
+            Some(Command::GitHelper { .. } | Command::Ctl(_) | Command::Completions { .. }) => {
                 unreachable!("handled before the runtime starts")
             }
             None => {

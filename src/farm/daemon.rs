@@ -364,6 +364,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
     if !crate::build::runner::become_subreaper() {
         warn!("cannot become a child subreaper; processes that builds leave behind outside their process group will outlive them");
     }
+    crate::git::helper::set_poll_helpers(cfg.poll.concurrency);
     let roster = recipe::load_roster(&cfg.manager.recipes_dir, cfg.poll.default_interval)
         .map_err(|e| Fatal::Config(e.to_string()))?;
     let problems = roster_problems(&cfg, &roster);
@@ -472,6 +473,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         &cfg.manager.id,
         Arc::new(EventBus::new(cfg.http.max_event_clients)),
     ));
+    status.set_per_recipe_metrics(cfg.http.per_recipe_metrics);
     let history = open_history(&cfg, &settings, &status).await?;
     status.set_sandbox(if settings.sandbox.is_some() {
         "bwrap"
@@ -653,6 +655,7 @@ pub async fn run_once(cfg: Config) -> Result<(), Fatal> {
     drop(wtx);
     let worker_result = worker_task.await;
     notifier.close(ONCE_NOTIFY_GRACE).await;
+    crate::git::helper::close_helpers();
     if let Err(e) = worker_result {
         error!(err = %e, "manager.Run returned non-cancel error");
         return Err(Fatal::Runtime(anyhow::anyhow!("build worker failed: {e}")));
@@ -781,6 +784,8 @@ pub async fn run_daemon_with(
         tokio::spawn(http::serve(l, st))
     });
 
+    // Start-up (the repository and the roster read whole) freed a lot.
+    crate::host::memory::release();
     // systemd: ready once the roster is loaded and the listener bound.
     let mut summary = status.summary();
     systemd::ready(&summary.borrow_and_update().clone());
@@ -816,6 +821,7 @@ pub async fn run_daemon_with(
     if let Some(w) = watchdog {
         let _ = w.await;
     }
+    crate::git::helper::close_helpers();
     if failed {
         return Err(Fatal::Runtime(anyhow::anyhow!("the build worker failed")));
     }
@@ -871,7 +877,8 @@ async fn reload(
     }
     status.set_roster(roster.ids(), roster.invalid.clone());
     info!(count = roster.recipes.len(), invalid = roster.invalid.len(), dir = %cfg.manager.recipes_dir.display(), "recipes reloaded");
-    roster_tx.send_replace(Arc::new(roster));
+    drop(roster_tx.send_replace(Arc::new(roster)));
+    crate::host::memory::release();
 }
 
 #[cfg(test)]

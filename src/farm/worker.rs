@@ -1089,10 +1089,10 @@ fn record_of(job: &Job, state: BuildState, started_at: SystemTime) -> BuildRecor
 /// Every recipe's versions in `repo`'s archive.
 fn published_versions(repo: &Repo) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in repo.archive() {
-        let v = out.entry(e.build.recipe.clone()).or_default();
-        if !v.contains(&e.version) {
-            v.push(e.version.clone());
+    for (recipe, version) in repo.published() {
+        let v = out.entry(recipe.to_string()).or_default();
+        if !v.iter().any(|x| x == version) {
+            v.push(version.to_string());
         }
     }
     out
@@ -1100,8 +1100,8 @@ fn published_versions(repo: &Repo) -> BTreeMap<String, Vec<String>> {
 
 /// Adds every version in `repo`'s archive to the queue's dedup set.
 fn remember_published(queue: &mut BuildQueue, repo: &Repo) {
-    for e in repo.archive() {
-        queue.mark_published(&e.build.recipe, &e.version);
+    for (recipe, version) in repo.published() {
+        queue.mark_published(recipe, version);
     }
 }
 

@@ -9,5 +9,7 @@ pub mod health;
 pub mod keys;
 /// tracing setup: logfmt, json, journald.
 pub mod logging;
+/// The allocator's settings (one arena, a fixed mmap threshold).
+pub mod memory;
 /// sd-notify, the watchdog and socket activation.
 pub mod systemd;

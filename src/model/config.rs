@@ -124,6 +124,9 @@ pub struct Http {
     pub addr: Option<String>,
     /// The webhook secret file.
     pub webhook_secret_file: Option<PathBuf>,
+    /// Export the series labelled by recipe on `/metrics` (default true;
+    /// very large farms turn them off to keep the scrape small).
+    pub per_recipe_metrics: bool,
     /// The farm's address as people reach it (`https://farm.example.org`),
     /// without a trailing slash: the base of links in notifications.
     pub public_url: Option<String>,
@@ -304,6 +307,7 @@ struct RawHttp {
     control_token_file: Option<String>,
     max_event_clients: Option<i64>,
     public_url: Option<String>,
+    per_recipe_metrics: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -504,6 +508,7 @@ impl Config {
                         .to_string(),
                 ),
             },
+            per_recipe_metrics: raw.http.per_recipe_metrics.unwrap_or(true),
         };
 
         let p = raw
@@ -1168,6 +1173,10 @@ default_interval = "1h"
         assert_eq!(c.history.keep, 10_000);
         assert_eq!(c.upload, Upload::None);
         assert!(c.http.addr.is_none());
+        assert!(c.http.per_recipe_metrics);
+        let off = parse(&format!("{MINIMAL}[http]\nper_recipe_metrics = false\n")).unwrap();
+        assert!(!off.http.per_recipe_metrics);
+        assert!(parse(&format!("{MINIMAL}[http]\nper_recipe_metric = false\n")).is_err());
         assert_eq!(c.backoff, default_backoff());
         assert_eq!(c.backoff_after(1), Duration::from_secs(60));
         assert_eq!(c.backoff_after(99), Duration::from_secs(86400));

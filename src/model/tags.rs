@@ -27,7 +27,7 @@
 //! version; when its first characters could begin a match of the pattern,
 //! the matcher reports it as [`TagError::Unusable`], which is logged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -197,11 +197,13 @@ enum Style {
     },
 }
 
-/// A compiled and validated `tag_pattern`.
+/// A validated `tag_pattern`: its text and how a version is taken out of
+/// a match. The compiled form is built when tags are matched (see
+/// [`compile`]), not kept per recipe.
 #[derive(Debug, Clone)]
 pub struct TagPattern {
-    /// Shared by every recipe with the same pattern (see [`compile`]).
-    regex: Arc<Compiled>,
+    /// Shared by every recipe with the same pattern (see [`intern`]).
+    source: Arc<str>,
     style: Style,
 }
 
@@ -211,30 +213,58 @@ pub struct TagPattern {
 /// Both share the NFA.
 #[derive(Debug)]
 struct Compiled {
-    pattern: String,
+    pattern: Arc<str>,
     backtrack: BoundedBacktracker,
     pikevm: PikeVM,
 }
 
-/// Compiles `pattern`, or returns the compiled form another recipe already
-/// holds.
-///
-/// Tags are short and matched once per poll, so the pattern is compiled to
-/// a forward NFA alone (no DFA, no reverse NFA): about 6 KiB per pattern
-/// instead of about 100 KiB for a Unicode `\d` with the regex crate's
-/// defaults, which is what lets a roster of 1,000 recipes stay small.
-/// Recipes usually share a handful of patterns, so identical ones are
-/// compiled once and shared (through weak references: nothing outlives the
-/// last recipe using it). Matching follows the regex crate: leftmost-first,
-/// unanchored unless the pattern anchors itself, Unicode-aware.
-fn compile(pattern: &str) -> Result<Arc<Compiled>, TagPatternError> {
-    static SHARED: Mutex<Option<HashMap<String, Weak<Compiled>>>> = Mutex::new(None);
+/// How many compiled patterns are kept for the next poll (see [`compile`]).
+const COMPILED_KEPT: usize = 32;
+
+/// The text of `pattern`, shared with every other recipe that uses the
+/// same one (through weak references: nothing outlives the last recipe
+/// using it).
+fn intern(pattern: &str) -> Arc<str> {
+    static SHARED: Mutex<Option<HashMap<Arc<str>, Weak<str>>>> = Mutex::new(None);
     let mut shared = SHARED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let shared = shared.get_or_insert_with(HashMap::new);
-    if let Some(c) = shared.get(pattern).and_then(Weak::upgrade) {
-        return Ok(c);
+    if let Some(s) = shared.get(pattern).and_then(Weak::upgrade) {
+        return s;
+    }
+    let s: Arc<str> = Arc::from(pattern);
+    shared.retain(|_, w| w.strong_count() > 0);
+    shared.insert(s.clone(), Arc::downgrade(&s));
+    s
+}
+
+/// Compiles `pattern`, or returns the compiled form a recent poll used.
+///
+/// Tags are short and matched once per poll, so the pattern is compiled to
+/// a forward NFA alone (no DFA, no reverse NFA): about 5 KiB for a Unicode
+/// `\d` pattern instead of about 100 KiB with the regex crate's defaults,
+/// and about 50 µs to build. Even 5 KiB per recipe adds up on a farm with
+/// thousands of distinct patterns, so the compiled forms are not kept per
+/// recipe: the last [`COMPILED_KEPT`] used are, which covers recipes
+/// sharing a handful of patterns (no compiling at all) and the polls in
+/// flight; any other poll compiles its pattern again, a small cost next
+/// to listing the remote's tags. Matching follows the regex crate:
+/// leftmost-first, unanchored unless the pattern anchors itself,
+/// Unicode-aware.
+fn compile(pattern: &Arc<str>) -> Result<Arc<Compiled>, TagPatternError> {
+    static KEPT: Mutex<VecDeque<Arc<Compiled>>> = Mutex::new(VecDeque::new());
+    let lock = || {
+        KEPT.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    {
+        let mut kept = lock();
+        if let Some(i) = kept.iter().position(|c| *c.pattern == **pattern) {
+            let c = kept.remove(i).expect("found");
+            kept.push_front(c.clone());
+            return Ok(c);
+        }
     }
     let hir = syntax::parse(pattern).map_err(|e| syntax_error(&e))?;
     let build = |e: thompson::BuildError| TagPatternError::Compile(e.to_string());
@@ -247,12 +277,13 @@ fn compile(pattern: &str) -> Result<Arc<Compiled>, TagPatternError> {
         .map_err(build)?;
     let pikevm = PikeVM::builder().build_from_nfa(nfa).map_err(build)?;
     let c = Arc::new(Compiled {
-        pattern: pattern.to_string(),
+        pattern: pattern.clone(),
         backtrack,
         pikevm,
     });
-    shared.retain(|_, w| w.strong_count() > 0);
-    shared.insert(pattern.to_string(), Arc::downgrade(&c));
+    let mut kept = lock();
+    kept.push_front(c.clone());
+    kept.truncate(COMPILED_KEPT);
     Ok(c)
 }
 
@@ -319,7 +350,8 @@ impl TagPattern {
     /// `minor`, `patch`, `prerelease` or a name twice, or has named groups
     /// without both `major` and `minor`.
     pub fn new(pattern: &str) -> Result<TagPattern, TagPatternError> {
-        let regex = compile(pattern)?;
+        let source = intern(pattern);
+        let regex = compile(&source)?;
 
         let mut unnamed = 0usize;
         let mut named: [Option<usize>; 4] = [None; 4];
@@ -358,13 +390,13 @@ impl TagPattern {
                 _ => return Err(TagPatternError::MissingMajorMinor),
             },
         };
-        Ok(TagPattern { regex, style })
+        Ok(TagPattern { source, style })
     }
 
     /// The pattern as written in the recipe.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.regex.pattern
+        &self.source
     }
 
     /// None: the tag does not match the pattern (ignored silently).
@@ -378,33 +410,37 @@ impl TagPattern {
         self.matcher().upstream_version(tag)
     }
 
-    /// A matcher for many tags in a row (one poll): it keeps the matching
-    /// engines' scratch space between tags.
+    /// A matcher for many tags in a row (one poll): it holds the compiled
+    /// pattern and keeps the matching engines' scratch space between tags.
     #[must_use]
-    pub fn matcher(&self) -> TagMatcher<'_> {
-        let c = &self.regex;
+    pub fn matcher(&self) -> TagMatcher {
+        // The pattern compiled when it was validated; compiling it again
+        // cannot fail.
+        let c = compile(&self.source).expect("a validated pattern compiles");
         TagMatcher {
-            pattern: self,
+            style: self.style,
             backtrack: c.backtrack.create_cache(),
             pikevm: c.pikevm.create_cache(),
             caps: c.pikevm.create_captures(),
+            regex: c,
         }
     }
 }
 
 /// Matches tags against one [`TagPattern`], reusing its scratch space.
 #[derive(Debug)]
-pub struct TagMatcher<'p> {
-    pattern: &'p TagPattern,
+pub struct TagMatcher {
+    regex: Arc<Compiled>,
+    style: Style,
     backtrack: thompson::backtrack::Cache,
     pikevm: thompson::pikevm::Cache,
     caps: Captures,
 }
 
-impl TagMatcher<'_> {
+impl TagMatcher {
     /// As [`TagPattern::upstream_version`].
     pub fn upstream_version(&mut self, tag: &str) -> Option<Result<String, TagError>> {
-        let c = &self.pattern.regex;
+        let c = &self.regex;
         if let Some(head) = unusable_tag_head(tag) {
             return may_match_from(c.pikevm.get_nfa(), head).then(|| {
                 Err(TagError::Unusable {
@@ -423,7 +459,7 @@ impl TagMatcher<'_> {
         if !caps.is_match() {
             return None;
         }
-        let (caps, style) = (&*caps, self.pattern.style);
+        let (caps, style) = (&*caps, self.style);
         let group = |caps: &Captures, i: usize| caps.get_group(i).map(|span| &tag[span.range()]);
         let not_matched = |group: &str| TagError::GroupNotMatched {
             tag: tag.to_string(),
@@ -905,12 +941,18 @@ mod tests {
     }
 
     #[test]
-    fn identical_patterns_share_one_compiled_regex() {
+    fn identical_patterns_share_their_text_and_compiled_form() {
         let a = pat(r"^v(\d+\.\d+\.\d+)$");
         let b = pat(r"^v(\d+\.\d+\.\d+)$");
         let c = pat(r"^release-(\d+\.\d+\.\d+)$");
-        assert!(Arc::ptr_eq(&a.regex, &b.regex));
-        assert!(!Arc::ptr_eq(&a.regex, &c.regex));
+        assert!(Arc::ptr_eq(&a.source, &b.source));
+        assert!(!Arc::ptr_eq(&a.source, &c.source));
+        assert!(Arc::ptr_eq(&a.matcher().regex, &b.matcher().regex));
+        // Many other patterns later, it is compiled again, the same.
+        for i in 0..COMPILED_KEPT {
+            let _ = pat(&format!("^p{i}-v(.+)$")).matcher();
+        }
+        assert_eq!(ok(&a, "v1.2.3"), "1.2.3");
         assert_eq!(ok(&b, "v1.2.3"), "1.2.3");
         assert_eq!(ok(&c, "release-1.2.3"), "1.2.3");
     }

@@ -22,10 +22,12 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::build::package::Artifact;
 use crate::host::fs::{rename_durable, sync_dir, write_atomic, write_atomic_then};
@@ -160,7 +162,7 @@ pub struct NewPackage {
 }
 
 /// Provenance of an index entry.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, std::hash::Hash)]
 pub struct BuildInfo {
     /// Build timestamp, RFC 3339 UTC with `Z`.
     pub timestamp: String,
@@ -173,7 +175,7 @@ pub struct BuildInfo {
 }
 
 /// Content hash of a package file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, std::hash::Hash)]
 pub struct Hash {
     /// Always `"sha256"`.
     pub algorithm: String,
@@ -182,7 +184,7 @@ pub struct Hash {
 }
 
 /// One package in an index document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, std::hash::Hash)]
 pub struct IndexEntry {
     /// Package name.
     pub name: String,
@@ -208,7 +210,8 @@ pub struct IndexEntry {
     pub build: BuildInfo,
 }
 
-/// An index document (`archive.json` or `active.json`).
+/// An index document (`archive.json` or `active.json`), read whole (the
+/// active set, tests).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct IndexDocument {
     schema_version: u32,
@@ -221,13 +224,28 @@ struct IndexDocument {
 
 /// An index document to write, borrowing its packages.
 #[derive(Serialize)]
-struct IndexDocumentRef<'a> {
+struct IndexDocumentRef<'a, P: Serialize> {
     schema_version: u32,
     repo: &'a str,
     kind: &'a str,
     index_version: u64,
     generated_at: String,
-    packages: &'a [IndexEntry],
+    packages: &'a [P],
+}
+
+/// The packages of an index document as they are written in it.
+#[derive(Deserialize)]
+struct RawPackages<'a> {
+    #[serde(borrow)]
+    packages: Vec<&'a RawValue>,
+}
+
+/// An index document's fields besides its packages.
+#[derive(Debug)]
+struct Header {
+    schema_version: u32,
+    kind: String,
+    index_version: u64,
 }
 
 /// `repo.json`.
@@ -275,17 +293,131 @@ fn cmp_entries(a: &IndexEntry, b: &IndexEntry) -> Ordering {
         .then_with(|| cmp_versions(&a.version, &b.version))
 }
 
-/// The repository: its index in memory and the writer of its files.
+/// `pool/<name>/<name>_<version>_<arch>.tar.zst`, where farmhand puts a
+/// package file.
+fn pool_url(name: &str, version: &str, architecture: &str) -> String {
+    format!("pool/{name}/{name}_{version}_{architecture}.tar.zst")
+}
+
+/// What the repository keeps in memory of one archive entry: enough for
+/// dedup (recipe, version), for placing a new entry in order and deriving
+/// the active set (name, architecture, version) and for refusing a second
+/// file under a published name (the url). The rest of each entry stays in
+/// `archive.json`, which is read again when a publish rewrites it: 30,000
+/// published versions cost about 2 MiB here instead of about 30 MiB.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Interned in [`Symbols`].
+    name: u32,
+    architecture: u32,
+    recipe: u32,
+    version: Box<str>,
+    /// The entry's url when it is not [`pool_url`] (farmhand always
+    /// writes that; another tool may not have).
+    url: Option<Box<str>>,
+}
+
+/// Package names, architectures and recipe ids, each stored once.
+#[derive(Debug, Default)]
+struct Symbols {
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+impl Symbols {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let sym: Arc<str> = Arc::from(s);
+        let i = self.names.len() as u32;
+        self.names.push(sym.clone());
+        self.ids.insert(sym, i);
+        i
+    }
+
+    fn get(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+}
+
+/// Which version of `archive.json` the repository last read or wrote: a
+/// publish checks that the file is still that one before it splices new
+/// entries into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
+}
+
+/// A fingerprint of a whole entry, to tell whether `active.json` holds
+/// exactly the archive's newest entries without keeping them in memory.
+fn fingerprint(e: &IndexEntry) -> u64 {
+    use std::hash::{Hash as _, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    e.hash(&mut h);
+    h.finish()
+}
+
+/// The documents a publish writes, and the index that goes with them.
+struct Spliced {
+    archive: Vec<u8>,
+    active: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+/// The compact form of `e`.
+fn compact(symbols: &mut Symbols, e: IndexEntry) -> Entry {
+    let url =
+        (e.url != pool_url(&e.name, &e.version, &e.architecture)).then(|| e.url.into_boxed_str());
+    Entry {
+        name: symbols.id(&e.name),
+        architecture: symbols.id(&e.architecture),
+        recipe: symbols.id(&e.build.recipe),
+        version: e.version.into_boxed_str(),
+        url,
+    }
+}
+
+/// [`cmp_entries`] between a compact entry and a whole one.
+fn cmp_entry(symbols: &Symbols, a: &Entry, b: &IndexEntry) -> Ordering {
+    symbols
+        .get(a.name)
+        .cmp(&b.name)
+        .then_with(|| symbols.get(a.architecture).cmp(&b.architecture))
+        .then_with(|| cmp_versions(&a.version, &b.version))
+}
+
+/// The repository: a compact index in memory and the writer of its files.
 #[derive(Debug)]
 pub struct Repo {
     cfg: RepoConfig,
     signer: Option<SigningKey>,
     index_version: u64,
-    /// Sorted by (name, architecture, version).
-    archive: Vec<IndexEntry>,
+    /// Every archive entry, sorted by (name, architecture, version).
+    entries: Vec<Entry>,
+    symbols: Symbols,
+    /// `archive.json` lists its entries in the order of `entries` (else
+    /// the next publish rewrites it from a full parse).
+    file_sorted: bool,
+    /// The `archive.json` that `entries` describe.
+    archive_id: Option<FileId>,
     active_count: usize,
-    /// url → sha256 of every archive entry.
-    by_url: HashMap<String, String>,
 }
 
 impl Repo {
@@ -302,13 +434,13 @@ impl Repo {
     }
 
     /// Creates the layout if missing (`repo.json` written once), loads
-    /// `index/archive.json` into memory, writes `keys/<farm_id>.pub` when a
-    /// signer is given, and heals: `active.json` and the signatures are
-    /// re-derived and rewritten when missing, different from what
-    /// `archive.json` derives, or stale; leftover temporary files in `pool/`
-    /// and `index/` are removed. A malformed `archive.json`, or an archive
-    /// entry whose file is missing or has the wrong size, is an error naming
-    /// it.
+    /// `index/archive.json` (into a compact index), writes
+    /// `keys/<farm_id>.pub` when a signer is given, and heals: `active.json`
+    /// and the signatures are re-derived and rewritten when missing,
+    /// different from what `archive.json` derives, or stale; leftover
+    /// temporary files in `pool/` and `index/` are removed. A malformed
+    /// `archive.json`, or an archive entry whose file is missing or has the
+    /// wrong size, is an error naming it.
     pub fn open(cfg: RepoConfig, signer: Option<SigningKey>) -> Result<Repo, RepoError> {
         if !is_safe_component(&cfg.farm_id) {
             return Err(RepoError::UnsafeName {
@@ -373,9 +505,11 @@ impl Repo {
             cfg,
             signer,
             index_version: 0,
-            archive: Vec::new(),
+            entries: Vec::new(),
+            symbols: Symbols::default(),
+            file_sorted: true,
+            archive_id: None,
             active_count: 0,
-            by_url: HashMap::new(),
         };
 
         // The archive: the source of truth.
@@ -385,17 +519,12 @@ impl Repo {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&archive_path)(e)),
         };
+        // Per entry, in `entries` order: its position in the file and the
+        // fingerprint of the whole entry (only while opening).
+        let mut found: Vec<(u32, u64)> = Vec::new();
         let archive_bytes = match archive_bytes {
             Some(bytes) => {
-                let doc = parse_index(&archive_path, &bytes, "archive")?;
-                repo.check_entries(&archive_path, &doc.packages)?;
-                repo.index_version = doc.index_version;
-                let mut packages = doc.packages;
-                packages.sort_by_cached_key(entry_key);
-                for e in &packages {
-                    repo.remember(e);
-                }
-                repo.archive = packages;
+                found = repo.load_archive(&archive_path, &bytes)?;
                 bytes
             }
             None => {
@@ -410,40 +539,162 @@ impl Repo {
                     });
                 }
                 // Fresh repository: an empty, valid archive at index_version 0.
-                let bytes = repo.render("archive", repo.index_version, &repo.archive);
+                let bytes = repo.render::<IndexEntry>("archive", repo.index_version, &[]);
                 write_atomic(&archive_path, &bytes).map_err(io_err(&archive_path))?;
                 bytes
             }
         };
+        repo.archive_id = file_id(&archive_path);
         repo.heal_signature(&archive_path, &archive_bytes)?;
 
         // The active set: re-derived when missing or different.
-        let derived = Repo::derive_active(&repo.archive);
+        let derived = repo.derive_active_positions();
+        repo.active_count = derived.len();
         let active_path = repo.active_path();
         let current = match fs::read(&active_path) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&active_path)(e)),
         };
+        let agrees = |doc: &IndexDocument| {
+            doc.index_version == repo.index_version
+                && doc.repo == repo.cfg.name
+                && doc.packages.len() == derived.len()
+                && doc
+                    .packages
+                    .iter()
+                    .zip(&derived)
+                    .all(|(e, &i)| fingerprint(e) == found[i].1)
+        };
         let active_bytes = match current {
             Some(bytes)
-                if parse_index(&active_path, &bytes, "active").is_ok_and(|doc| {
-                    doc.index_version == repo.index_version
-                        && doc.repo == repo.cfg.name
-                        && doc.packages == derived
-                }) =>
+                if parse_index(&active_path, &bytes, "active").is_ok_and(|doc| agrees(&doc)) =>
             {
                 bytes
             }
             _ => {
-                let bytes = repo.render("active", repo.index_version, &derived);
+                // The newest entries, whole, from a second pass over the archive.
+                let mut wanted: HashMap<u32, usize> = derived
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &i)| (found[i].0, k))
+                    .collect();
+                let mut newest: Vec<Option<IndexEntry>> = vec![None; derived.len()];
+                let mut pos = 0u32;
+                parse_index_with(&archive_path, &archive_bytes, |e| {
+                    if let Some(k) = wanted.remove(&pos) {
+                        newest[k] = Some(e);
+                    }
+                    pos += 1;
+                    Ok(())
+                })?;
+                let newest: Vec<IndexEntry> = newest.into_iter().flatten().collect();
+                let bytes = repo.render("active", repo.index_version, &newest);
                 write_atomic(&active_path, &bytes).map_err(io_err(&active_path))?;
                 bytes
             }
         };
         repo.heal_signature(&active_path, &active_bytes)?;
-        repo.active_count = derived.len();
         Ok(repo)
+    }
+
+    /// Reads `archive.json` (already in `bytes`) into the compact index,
+    /// checking every entry; returns each entry's file position and
+    /// fingerprint, in index order.
+    fn load_archive(&mut self, path: &Path, bytes: &[u8]) -> Result<Vec<(u32, u64)>, RepoError> {
+        let mut loaded: Vec<(Entry, u32, u64)> = Vec::new();
+        let mut seen: HashMap<u64, Vec<u32>> = HashMap::new();
+        let hasher = std::collections::hash_map::RandomState::new();
+        let header = parse_index_with(path, bytes, |e| {
+            let pos = loaded.len() as u32;
+            self.check_entry(path, &e)?;
+            // Duplicates by url: a hash per entry, strings compared only on
+            // a hash match.
+            let same = seen
+                .entry(std::hash::BuildHasher::hash_one(&hasher, &e.url))
+                .or_default();
+            if same
+                .iter()
+                .any(|&p| self.entry_url(&loaded[p as usize].0) == e.url)
+            {
+                let file = self.cfg.dir.join(&e.url);
+                return Err(RepoError::BrokenEntry {
+                    index: path.to_path_buf(),
+                    url: e.url.clone(),
+                    file,
+                    problem: "listed twice".to_string(),
+                });
+            }
+            same.push(pos);
+            let fp = fingerprint(&e);
+            let entry = compact(&mut self.symbols, e);
+            loaded.push((entry, pos, fp));
+            Ok(())
+        })?;
+        expect_kind(path, &header, "archive")?;
+        self.index_version = header.index_version;
+        drop(seen);
+        let symbols = &self.symbols;
+        loaded.sort_by_cached_key(|(e, _, _)| {
+            (
+                symbols.get(e.name).to_string(),
+                symbols.get(e.architecture).to_string(),
+                Version::parse(&e.version).ok(),
+                e.version.clone(),
+            )
+        });
+        self.file_sorted = loaded.iter().enumerate().all(|(i, l)| l.1 as usize == i);
+        let mut found = Vec::with_capacity(loaded.len());
+        self.entries = loaded
+            .into_iter()
+            .map(|(e, pos, fp)| {
+                found.push((pos, fp));
+                e
+            })
+            .collect();
+        self.entries.shrink_to_fit();
+        Ok(found)
+    }
+
+    fn entry_url(&self, e: &Entry) -> String {
+        match &e.url {
+            Some(u) => u.to_string(),
+            None => pool_url(
+                self.symbols.get(e.name),
+                &e.version,
+                self.symbols.get(e.architecture),
+            ),
+        }
+    }
+
+    /// Is `url` (a [`pool_url`] of `name`, `version`, `architecture`)
+    /// the url of `e`?
+    fn has_url(&self, e: &Entry, url: &str, name: &str, version: &str, architecture: &str) -> bool {
+        match &e.url {
+            Some(u) => **u == *url,
+            None => {
+                *e.version == *version
+                    && self.symbols.get(e.name) == name
+                    && self.symbols.get(e.architecture) == architecture
+            }
+        }
+    }
+
+    /// Where the newest entry of each (name, architecture) is in
+    /// `entries`, sorted by (name, architecture): the last of each run,
+    /// as `entries` is sorted by version within a run.
+    fn derive_active_positions(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let last_of_run = self
+                .entries
+                .get(i + 1)
+                .is_none_or(|n| n.name != e.name || n.architecture != e.architecture);
+            if last_of_run {
+                out.push(i);
+            }
+        }
+        out
     }
 
     /// Opens this repository again from its files, as [`Repo::open`] does:
@@ -458,6 +709,9 @@ impl Repo {
     /// filesystem), then replaces `index/archive.json`, its signature,
     /// `index/active.json` and its signature, each atomically, archive first.
     /// Both documents carry the new `index_version` (one more than before).
+    /// The entries already published are copied from the current
+    /// `archive.json` as they are written there (re-read, not kept in
+    /// memory); a file changed behind farmhand's back is read again first.
     ///
     /// Re-publishing an identical file name with an identical sha256 is
     /// allowed and changes nothing; a publish that adds nothing new leaves
@@ -470,10 +724,15 @@ impl Repo {
     /// signature then fails (the error is still returned, and the next
     /// publish or open rewrites them).
     pub fn publish(&mut self, packages: Vec<NewPackage>) -> Result<(), RepoError> {
+        let archive_path = self.archive_path();
+        if file_id(&archive_path) != self.archive_id {
+            *self = self.reopen()?;
+        }
         let pool = self.cfg.dir.join("pool");
         // Validate everything before touching the filesystem.
         let mut new_entries: Vec<(IndexEntry, PathBuf, PathBuf)> = Vec::new();
         let mut batch_urls = HashSet::new();
+        let mut published_hashes: Option<HashMap<String, String>> = None;
         for p in packages {
             let a = &p.artifact;
             for (what, value) in [
@@ -500,13 +759,33 @@ impl Repo {
             }
             let url = format!("pool/{}/{}", a.name, a.file_name);
             let dest = pool.join(&a.name).join(&a.file_name);
-            if let Some(existing) = self.by_url.get(&url) {
-                if *existing == a.sha256 {
+            let taken = self
+                .entries
+                .iter()
+                .any(|e| self.has_url(e, &url, &a.name, &a.version, &a.architecture));
+            if taken {
+                // Rare (a rebuild of a published version): the published
+                // hash comes from the file.
+                if published_hashes.is_none() {
+                    let mut m = HashMap::new();
+                    let bytes = fs::read(&archive_path).map_err(io_err(&archive_path))?;
+                    parse_index_with(&archive_path, &bytes, |e| {
+                        m.insert(e.url, e.hash.value);
+                        Ok(())
+                    })?;
+                    published_hashes = Some(m);
+                }
+                let existing = published_hashes
+                    .as_ref()
+                    .and_then(|m| m.get(&url))
+                    .cloned()
+                    .unwrap_or_default();
+                if existing == a.sha256 {
                     continue; // idempotent
                 }
                 return Err(RepoError::HashConflict {
                     path: dest,
-                    existing: existing.clone(),
+                    existing,
                     new: a.sha256.clone(),
                 });
             }
@@ -538,6 +817,7 @@ impl Repo {
             };
             new_entries.push((entry, a.path.clone(), dest));
         }
+        drop(published_hashes);
         if new_entries.is_empty() {
             return Ok(());
         }
@@ -553,7 +833,6 @@ impl Repo {
         }
 
         // Then the archive: the commit point.
-        let archive_path = self.archive_path();
         let index_version =
             self.index_version
                 .checked_add(1)
@@ -561,29 +840,107 @@ impl Repo {
                     path: archive_path.clone(),
                     problem: "index_version overflow".to_string(),
                 })?;
-        let new_entries: Vec<IndexEntry> = new_entries.into_iter().map(|(e, _, _)| e).collect();
-        let mut archive = self.archive.clone();
-        for e in &new_entries {
-            let pos = archive.partition_point(|x| cmp_entries(x, e) == Ordering::Less);
-            archive.insert(pos, e.clone());
-        }
-        let archive_bytes = self.render("archive", index_version, &archive);
+        let mut new_entries: Vec<IndexEntry> = new_entries.into_iter().map(|(e, _, _)| e).collect();
+        new_entries.sort_by(cmp_entries);
+        let current = fs::read(&archive_path).map_err(io_err(&archive_path))?;
+        let Spliced {
+            archive: archive_bytes,
+            active: active_bytes,
+            entries,
+        } = self.splice(&archive_path, &current, index_version, new_entries)?;
+        drop(current);
         write_index(&archive_path, &archive_bytes).map_err(io_err(&archive_path))?;
 
         self.index_version = index_version;
-        self.archive = archive;
-        for e in &new_entries {
-            self.remember(e);
-        }
-        let derived = Repo::derive_active(&self.archive);
-        self.active_count = derived.len();
+        self.entries = entries;
+        self.file_sorted = true;
+        self.archive_id = file_id(&archive_path);
+        self.active_count = self.derive_active_positions().len();
 
         self.write_signature(&archive_path, &archive_bytes)?;
+        drop(archive_bytes);
         let active_path = self.active_path();
-        let active_bytes = self.render("active", index_version, &derived);
         write_index(&active_path, &active_bytes).map_err(io_err(&active_path))?;
         self.write_signature(&active_path, &active_bytes)?;
         Ok(())
+    }
+
+    /// The archive and active documents with `added` (sorted) merged into
+    /// the current archive (`current`, the bytes of `archive.json`), and
+    /// the compact index that goes with them. The published entries are
+    /// copied as they are written in `current`.
+    fn splice(
+        &mut self,
+        path: &Path,
+        current: &[u8],
+        index_version: u64,
+        added: Vec<IndexEntry>,
+    ) -> Result<Spliced, RepoError> {
+        let malformed = |source| RepoError::Malformed {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Each new entry written as it will stand in the document.
+        let mut fresh: Vec<Box<RawValue>> = Vec::with_capacity(added.len());
+        for e in &added {
+            let doc = self.render("archive", index_version, std::slice::from_ref(e));
+            let raw: RawPackages = serde_json::from_slice(&doc).map_err(malformed)?;
+            let text = raw.packages[0].get().to_string();
+            fresh.push(RawValue::from_string(text).map_err(malformed)?);
+        }
+        let old = serde_json::from_slice::<RawPackages>(current)
+            .map_err(malformed)?
+            .packages;
+        let mut merged: Vec<&RawValue> = Vec::with_capacity(old.len() + added.len());
+        let mut entries: Vec<Entry> = Vec::with_capacity(old.len() + added.len());
+        if self.file_sorted && old.len() == self.entries.len() {
+            // Merge two sorted runs.
+            let mut next_new = added.iter().zip(&fresh).peekable();
+            for (e, raw) in self.entries.iter().zip(&old) {
+                while let Some((n, nraw)) =
+                    next_new.next_if(|(n, _)| cmp_entry(&self.symbols, e, n) == Ordering::Greater)
+                {
+                    merged.push(nraw);
+                    entries.push(compact(&mut self.symbols, n.clone()));
+                }
+                merged.push(raw);
+                entries.push(e.clone());
+            }
+            for (n, nraw) in next_new {
+                merged.push(nraw);
+                entries.push(compact(&mut self.symbols, n.clone()));
+            }
+        } else {
+            // The file is not in the index's order (another tool wrote
+            // it): sort its entries, once, each still as written.
+            let mut all: Vec<(IndexEntry, &RawValue)> = Vec::with_capacity(old.len());
+            for raw in old {
+                let e = serde_json::from_str::<IndexEntry>(raw.get()).map_err(malformed)?;
+                all.push((e, raw));
+            }
+            all.extend(added.into_iter().zip(fresh.iter().map(|b| &**b)));
+            all.sort_by_cached_key(|(e, _)| entry_key(e));
+            for (e, raw) in all {
+                merged.push(raw);
+                entries.push(compact(&mut self.symbols, e));
+            }
+        }
+        let archive = self.render("archive", index_version, &merged);
+        let mut active: Vec<&RawValue> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let last_of_run = entries
+                .get(i + 1)
+                .is_none_or(|n| n.name != e.name || n.architecture != e.architecture);
+            if last_of_run {
+                active.push(merged[i]);
+            }
+        }
+        let active = self.render("active", index_version, &active);
+        Ok(Spliced {
+            archive,
+            active,
+            entries,
+        })
     }
 
     /// The index version of the current documents (0 before any publish).
@@ -591,9 +948,35 @@ impl Repo {
         self.index_version
     }
 
-    /// Every entry ever published, sorted by (name, architecture, version).
-    pub fn archive(&self) -> &[IndexEntry] {
-        &self.archive
+    /// Number of entries in `archive.json`.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True before anything was published.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// (recipe, version) of every archive entry: what dedup skips.
+    pub fn published(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.entries
+            .iter()
+            .map(|e| (self.symbols.get(e.recipe), &*e.version))
+    }
+
+    /// Every entry of `archive.json` (read from the file), sorted by (name,
+    /// architecture, version).
+    pub fn read_archive(&self) -> Result<Vec<IndexEntry>, RepoError> {
+        let path = self.archive_path();
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let mut all = Vec::new();
+        parse_index_with(&path, &bytes, |e| {
+            all.push(e);
+            Ok(())
+        })?;
+        all.sort_by_cached_key(entry_key);
+        Ok(all)
     }
 
     /// Number of packages in `active.json`.
@@ -621,12 +1004,7 @@ impl Repo {
         out
     }
 
-    /// Records `e` in the lookup tables (not in `archive`).
-    fn remember(&mut self, e: &IndexEntry) {
-        self.by_url.insert(e.url.clone(), e.hash.value.clone());
-    }
-
-    fn render(&self, kind: &str, index_version: u64, packages: &[IndexEntry]) -> Vec<u8> {
+    fn render<P: Serialize>(&self, kind: &str, index_version: u64, packages: &[P]) -> Vec<u8> {
         let doc = IndexDocumentRef {
             schema_version: 1,
             repo: &self.cfg.name,
@@ -638,51 +1016,42 @@ impl Repo {
         to_json(&doc)
     }
 
-    /// Checks every archive entry: safe url, no duplicates, file present
-    /// with the recorded size.
-    fn check_entries(&self, index: &Path, entries: &[IndexEntry]) -> Result<(), RepoError> {
-        let mut seen = HashSet::new();
-        for e in entries {
-            let broken = |file: PathBuf, problem: String| RepoError::BrokenEntry {
-                index: index.to_path_buf(),
-                url: e.url.clone(),
-                file,
-                problem,
-            };
-            let parts: Vec<&str> = e.url.split('/').collect();
-            let ok = parts.len() == 3
-                && parts[0] == "pool"
-                && parts[1..].iter().all(|p| is_safe_component(p));
-            if !ok {
-                return Err(broken(
-                    self.cfg.dir.clone(),
-                    "url is not of the form pool/<name>/<file>".to_string(),
-                ));
-            }
-            let file = self.cfg.dir.join(parts[0]).join(parts[1]).join(parts[2]);
-            if !seen.insert(e.url.as_str()) {
-                return Err(broken(file, "listed twice".to_string()));
-            }
-            match fs::metadata(&file) {
-                Ok(m) if !m.is_file() => {
-                    return Err(broken(file, "not a regular file".to_string()));
-                }
-                Ok(m) if m.len() != e.size_compressed => {
-                    let problem = format!(
-                        "file is {} bytes, index says {}",
-                        m.len(),
-                        e.size_compressed
-                    );
-                    return Err(broken(file, problem));
-                }
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    return Err(broken(file, "file is missing".to_string()));
-                }
-                Err(err) => return Err(io_err(&file)(err)),
-            }
+    /// Checks one archive entry: safe url, file present with the recorded
+    /// size.
+    fn check_entry(&self, index: &Path, e: &IndexEntry) -> Result<(), RepoError> {
+        let broken = |file: PathBuf, problem: String| RepoError::BrokenEntry {
+            index: index.to_path_buf(),
+            url: e.url.clone(),
+            file,
+            problem,
+        };
+        let parts: Vec<&str> = e.url.split('/').collect();
+        let ok = parts.len() == 3
+            && parts[0] == "pool"
+            && parts[1..].iter().all(|p| is_safe_component(p));
+        if !ok {
+            return Err(broken(
+                self.cfg.dir.clone(),
+                "url is not of the form pool/<name>/<file>".to_string(),
+            ));
         }
-        Ok(())
+        let file = self.cfg.dir.join(parts[0]).join(parts[1]).join(parts[2]);
+        match fs::metadata(&file) {
+            Ok(m) if !m.is_file() => Err(broken(file, "not a regular file".to_string())),
+            Ok(m) if m.len() != e.size_compressed => {
+                let problem = format!(
+                    "file is {} bytes, index says {}",
+                    m.len(),
+                    e.size_compressed
+                );
+                Err(broken(file, problem))
+            }
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                Err(broken(file, "file is missing".to_string()))
+            }
+            Err(err) => Err(io_err(&file)(err)),
+        }
     }
 
     /// Makes `<path>.sig` match `bytes`: with a signer, rewritten unless it
@@ -780,19 +1149,150 @@ fn parse_index(path: &Path, bytes: &[u8], kind: &str) -> Result<IndexDocument, R
             path: path.to_path_buf(),
             source,
         })?;
-    if doc.schema_version != 1 {
-        return Err(RepoError::Invalid {
-            path: path.to_path_buf(),
-            problem: format!("unsupported schema_version {}", doc.schema_version),
-        });
-    }
-    if doc.kind != kind {
-        return Err(RepoError::Invalid {
-            path: path.to_path_buf(),
-            problem: format!("kind is `{}`, expected `{kind}`", doc.kind),
-        });
-    }
+    let header = Header {
+        schema_version: doc.schema_version,
+        kind: doc.kind.clone(),
+        index_version: doc.index_version,
+    };
+    expect_kind(path, &header, kind)?;
     Ok(doc)
+}
+
+/// Checks an index document's schema version and kind.
+fn expect_kind(path: &Path, h: &Header, kind: &str) -> Result<(), RepoError> {
+    if h.schema_version != 1 {
+        return Err(RepoError::Invalid {
+            path: path.to_path_buf(),
+            problem: format!("unsupported schema_version {}", h.schema_version),
+        });
+    }
+    if h.kind != kind {
+        return Err(RepoError::Invalid {
+            path: path.to_path_buf(),
+            problem: format!("kind is `{}`, expected `{kind}`", h.kind),
+        });
+    }
+    Ok(())
+}
+
+/// Parses the index document in `bytes`, handing each package entry to
+/// `each` in file order instead of keeping them all; the first error
+/// `each` returns stops the parse and is returned. The caller checks the
+/// header's kind ([`expect_kind`]).
+fn parse_index_with(
+    path: &Path,
+    bytes: &[u8],
+    mut each: impl FnMut(IndexEntry) -> Result<(), RepoError>,
+) -> Result<Header, RepoError> {
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+
+    struct Entries<'a, F> {
+        each: &'a mut F,
+        failed: &'a mut Option<RepoError>,
+    }
+    impl<'de, F: FnMut(IndexEntry) -> Result<(), RepoError>> DeserializeSeed<'de> for Entries<'_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de, F: FnMut(IndexEntry) -> Result<(), RepoError>> Visitor<'de> for Entries<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of packages")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(e) = seq.next_element::<IndexEntry>()? {
+                if let Err(err) = (self.each)(e) {
+                    *self.failed = Some(err);
+                    return Err(de::Error::custom("entry rejected"));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    struct Doc<'a, F> {
+        each: &'a mut F,
+        failed: &'a mut Option<RepoError>,
+    }
+    impl<'de, F: FnMut(IndexEntry) -> Result<(), RepoError>> Visitor<'de> for Doc<'_, F> {
+        type Value = Header;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an index document")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+            let mut schema_version = None;
+            let mut repo: Option<String> = None;
+            let mut kind = None;
+            let mut index_version = None;
+            let mut generated_at: Option<String> = None;
+            let mut packages = false;
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "schema_version" if schema_version.is_none() => {
+                        schema_version = Some(map.next_value()?);
+                    }
+                    "repo" if repo.is_none() => repo = Some(map.next_value()?),
+                    "kind" if kind.is_none() => kind = Some(map.next_value()?),
+                    "index_version" if index_version.is_none() => {
+                        index_version = Some(map.next_value()?);
+                    }
+                    "generated_at" if generated_at.is_none() => {
+                        generated_at = Some(map.next_value()?);
+                    }
+                    "packages" if !packages => {
+                        map.next_value_seed(Entries {
+                            each: &mut *self.each,
+                            failed: &mut *self.failed,
+                        })?;
+                        packages = true;
+                    }
+                    "schema_version" | "repo" | "kind" | "index_version" | "generated_at"
+                    | "packages" => {
+                        return Err(de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let missing = <A::Error as de::Error>::missing_field;
+            if generated_at.is_none() {
+                return Err(missing("generated_at"));
+            }
+            if !packages {
+                return Err(missing("packages"));
+            }
+            if repo.is_none() {
+                return Err(missing("repo"));
+            }
+            Ok(Header {
+                schema_version: schema_version.ok_or_else(|| missing("schema_version"))?,
+                kind: kind.ok_or_else(|| missing("kind"))?,
+                index_version: index_version.ok_or_else(|| missing("index_version"))?,
+            })
+        }
+    }
+
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = de
+        .deserialize_map(Doc {
+            each: &mut each,
+            failed: &mut failed,
+        })
+        .and_then(|h| de.end().map(|()| h));
+    match (parsed, failed) {
+        (_, Some(e)) => Err(e),
+        (Ok(h), None) => Ok(h),
+        (Err(source), None) => Err(RepoError::Malformed {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -917,13 +1417,11 @@ mod tests {
     use crate::host::keys::{load_signing_key, KeyError};
 
     fn is_published(repo: &Repo, recipe: &str, version: &str) -> bool {
-        repo.archive()
-            .iter()
-            .any(|e| e.build.recipe == recipe && e.version == version)
+        repo.published().any(|(r, v)| r == recipe && v == version)
     }
 
     fn has_published(repo: &Repo, recipe: &str) -> bool {
-        repo.archive().iter().any(|e| e.build.recipe == recipe)
+        repo.published().any(|(r, _)| r == recipe)
     }
     use crate::build::package::package_destdir;
     use crate::model::package::PackageSpec;
@@ -1019,7 +1517,7 @@ mod tests {
         let created = meta["created_at"].as_str().unwrap().to_string();
         assert!(created.ends_with('Z') && created.len() == 20, "{created}");
         assert_eq!(repo.index_version(), 0);
-        assert!(repo.archive().is_empty());
+        assert!(repo.is_empty() && repo.read_archive().unwrap().is_empty());
         for (file, kind) in [("archive.json", "archive"), ("active.json", "active")] {
             let doc = read_doc(&dir.join("index").join(file));
             assert_eq!(doc.kind, kind);
@@ -1077,7 +1575,7 @@ mod tests {
             assert_eq!(e.license, "Zlib");
             assert_eq!(e.build.recipe, "foo");
         }
-        assert_eq!(repo.archive(), archive.packages.as_slice());
+        assert_eq!(repo.read_archive().unwrap(), archive.packages);
 
         // Dedup is by recipe, not by package name.
         assert!(is_published(&repo, "foo", "1.2.0-1"));
@@ -1091,7 +1589,7 @@ mod tests {
         drop(repo);
         let repo = Repo::open(f.cfg(), None).unwrap();
         assert_eq!(repo.index_version(), 2);
-        assert_eq!(repo.archive(), archive.packages.as_slice());
+        assert_eq!(repo.read_archive().unwrap(), archive.packages);
         assert_eq!(repo.active_count(), 1);
         assert!(is_published(&repo, "foo", "1.2.0-1"));
         // A consistent repository is not rewritten on open.
@@ -1113,7 +1611,7 @@ mod tests {
         let again = f.package("1.0.0-1", "same");
         repo.publish(vec![again]).unwrap();
         assert_eq!(repo.index_version(), 1);
-        assert_eq!(repo.archive().len(), 1);
+        assert_eq!(repo.len(), 1);
 
         let different = f.package("1.0.0-1", "different");
         let err = repo.publish(vec![different]).unwrap_err();
@@ -1123,7 +1621,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(repo.index_version(), 1);
-        assert_eq!(repo.archive().len(), 1);
+        assert_eq!(repo.len(), 1);
 
         // A mismatching size is refused before anything moves.
         let mut bad = f.package("2.0.0-1", "x");
@@ -1148,7 +1646,10 @@ mod tests {
         let check = |expect_version: &str| {
             let repo = Repo::open(f.cfg(), None).unwrap();
             let doc = read_doc(&active);
-            assert_eq!(doc.packages, Repo::derive_active(repo.archive()));
+            assert_eq!(
+                doc.packages,
+                Repo::derive_active(&repo.read_archive().unwrap())
+            );
             assert_eq!(doc.index_version, 2);
             assert_eq!(doc.packages[0].version, expect_version);
         };
@@ -1171,6 +1672,67 @@ mod tests {
         check("2.0.0-1");
         assert!(!dir.join("index/.tmp-abc").exists());
         assert!(!dir.join("pool/libfoo/.tmp-xyz").exists());
+    }
+
+    #[test]
+    fn publish_keeps_published_entries_as_written_and_sorts_a_foreign_archive() {
+        let f = Fixture::new();
+        let mut repo = Repo::open(f.cfg(), None).unwrap();
+        repo.publish(vec![f.package("1.2.0-1", "a")]).unwrap();
+        repo.publish(vec![f.package("1.10.0-1", "b")]).unwrap();
+        drop(repo);
+        let path = f.repo_dir().join("index/archive.json");
+        // Another tool wrote the archive: newest first, one line, a field
+        // farmhand does not know.
+        let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let packages = doc["packages"].as_array_mut().unwrap();
+        packages.reverse();
+        packages[0]["extra"] = serde_json::json!({"kept": true});
+        fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+
+        let mut repo = Repo::open(f.cfg(), None).unwrap();
+        assert_eq!(repo.len(), 2);
+        repo.publish(vec![f.package("1.3.0-1", "c")]).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let versions: Vec<_> = read_doc(&path)
+            .packages
+            .into_iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, ["1.2.0-1", "1.3.0-1", "1.10.0-1"]);
+        assert!(text.contains("\"extra\""), "{text}");
+        // From then on, new entries are spliced between the ones written.
+        repo.publish(vec![f.package("1.4.0-1", "d")]).unwrap();
+        let doc = read_doc(&path);
+        let versions: Vec<_> = doc.packages.iter().map(|e| e.version.as_str()).collect();
+        assert_eq!(versions, ["1.2.0-1", "1.3.0-1", "1.4.0-1", "1.10.0-1"]);
+        assert!(fs::read_to_string(&path).unwrap().contains("\"extra\""));
+        assert_eq!(doc.index_version, 4);
+        assert_eq!(
+            read_doc(&f.repo_dir().join("index/active.json")).packages,
+            [doc.packages[3].clone()]
+        );
+        // The pretty layout is kept whole: the file reads as farmhand writes it.
+        let reparsed: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(reparsed["packages"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn publish_reads_an_archive_changed_behind_its_back_again() {
+        let f = Fixture::new();
+        let mut a = Repo::open(f.cfg(), None).unwrap();
+        a.publish(vec![f.package("1.0.0-1", "a")]).unwrap();
+        // A second writer (the daemon's copy was reopened after a panic,
+        // say) publishes meanwhile.
+        let mut b = Repo::open(f.cfg(), None).unwrap();
+        b.publish(vec![f.package("2.0.0-1", "b")]).unwrap();
+        a.publish(vec![f.package("3.0.0-1", "c")]).unwrap();
+        let doc = read_doc(&f.repo_dir().join("index/archive.json"));
+        let versions: Vec<_> = doc.packages.iter().map(|e| e.version.as_str()).collect();
+        assert_eq!(versions, ["1.0.0-1", "2.0.0-1", "3.0.0-1"]);
+        assert_eq!(doc.index_version, 3);
+        assert!(is_published(&a, "foo", "2.0.0-1"));
     }
 
     #[test]

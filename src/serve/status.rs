@@ -223,6 +223,8 @@ struct State {
     poll_history: BTreeMap<String, VecDeque<PollRecord>>,
     published_versions: BTreeMap<String, Vec<String>>,
     logs_dir: PathBuf,
+    /// `[http].per_recipe_metrics`.
+    per_recipe_metrics: bool,
 }
 
 /// The shared status.
@@ -299,6 +301,7 @@ impl Status {
                 poll_history: BTreeMap::new(),
                 published_versions: BTreeMap::new(),
                 logs_dir: PathBuf::from("logs"),
+                per_recipe_metrics: true,
             }),
             generation: AtomicU64::new(1),
             cache: Mutex::new(Cache::default()),
@@ -597,6 +600,13 @@ impl Status {
     /// Build logs were pruned: `(recipe, version, attempt)` of each.
     pub fn logs_pruned<'a>(&self, gone: impl IntoIterator<Item = (&'a str, &'a str, u32)>) {
         self.update(|s| s.builds.logs_pruned(gone));
+    }
+
+    /// Whether `/metrics` carries the series labelled by recipe
+    /// (`[http].per_recipe_metrics`); without them, failed builds and polls
+    /// are counted for the whole farm.
+    pub fn set_per_recipe_metrics(&self, on: bool) {
+        self.update(|s| s.per_recipe_metrics = on);
     }
 
     /// The build sandbox in force: `bwrap` or `none`.
@@ -905,18 +915,28 @@ impl Status {
             "Builds built and published.",
         );
         let _ = writeln!(m, "farmhand_builds_succeeded_total {}", s.builds_succeeded);
-        head(
-            &mut m,
-            "farmhand_builds_failed_total",
-            "counter",
-            "Failed builds, by recipe.",
-        );
-        for (r, n) in &s.failed_by_recipe {
-            let _ = writeln!(
-                m,
-                "farmhand_builds_failed_total{{recipe=\"{}\"}} {n}",
-                escape(r)
+        if s.per_recipe_metrics {
+            head(
+                &mut m,
+                "farmhand_builds_failed_total",
+                "counter",
+                "Failed builds, by recipe.",
             );
+            for (r, n) in &s.failed_by_recipe {
+                let _ = writeln!(
+                    m,
+                    "farmhand_builds_failed_total{{recipe=\"{}\"}} {n}",
+                    escape(r)
+                );
+            }
+        } else {
+            head(
+                &mut m,
+                "farmhand_builds_failed_total",
+                "counter",
+                "Failed builds.",
+            );
+            let _ = writeln!(m, "farmhand_builds_failed_total {}", s.builds_failed);
         }
         head(
             &mut m,
@@ -999,33 +1019,51 @@ impl Status {
             "Invalid recipes in the recipes directory.",
         );
         let _ = writeln!(m, "farmhand_invalid_recipes {}", s.invalid.len());
-        head(
-            &mut m,
-            "farmhand_polls_total",
-            "counter",
-            "Upstream polls, by recipe and result.",
-        );
-        for ((r, res), n) in &s.polls_total {
-            let _ = writeln!(
-                m,
-                "farmhand_polls_total{{recipe=\"{}\",result=\"{}\"}} {n}",
-                escape(r),
-                res.as_str()
+        if s.per_recipe_metrics {
+            head(
+                &mut m,
+                "farmhand_polls_total",
+                "counter",
+                "Upstream polls, by recipe and result.",
             );
-        }
-        head(
-            &mut m,
-            "farmhand_last_poll_success_timestamp_seconds",
-            "gauge",
-            "Time of the last successful poll, by recipe.",
-        );
-        for (r, t) in &s.last_poll_success {
-            let _ = writeln!(
-                m,
-                "farmhand_last_poll_success_timestamp_seconds{{recipe=\"{}\"}} {}",
-                escape(r),
-                unix(*t)
+            for ((r, res), n) in &s.polls_total {
+                let _ = writeln!(
+                    m,
+                    "farmhand_polls_total{{recipe=\"{}\",result=\"{}\"}} {n}",
+                    escape(r),
+                    res.as_str()
+                );
+            }
+            head(
+                &mut m,
+                "farmhand_last_poll_success_timestamp_seconds",
+                "gauge",
+                "Time of the last successful poll, by recipe.",
             );
+            for (r, t) in &s.last_poll_success {
+                let _ = writeln!(
+                    m,
+                    "farmhand_last_poll_success_timestamp_seconds{{recipe=\"{}\"}} {}",
+                    escape(r),
+                    unix(*t)
+                );
+            }
+        } else {
+            head(
+                &mut m,
+                "farmhand_polls_total",
+                "counter",
+                "Upstream polls, by result.",
+            );
+            for res in [PollResult::Ok, PollResult::Error] {
+                let n: u64 = s
+                    .polls_total
+                    .iter()
+                    .filter(|((_, r), _)| *r == res)
+                    .map(|(_, n)| n)
+                    .sum();
+                let _ = writeln!(m, "farmhand_polls_total{{result=\"{}\"}} {n}", res.as_str());
+            }
         }
         head(
             &mut m,
@@ -1298,5 +1336,41 @@ mod tests {
         assert!(m.contains("farmhand_webhooks_total{forge=\"gitlab\",result=\"too_large\"} 0"));
         assert_eq!(m.matches("farmhand_webhooks_total{").count(), 4 * 7);
         assert!(m.contains("farmhand_notifications_total{result=\"dropped\"} 0"));
+    }
+
+    #[test]
+    fn per_recipe_series_can_be_turned_off() {
+        let st = Status::new("f");
+        st.set_roster(vec!["x".into(), "y".into()], BTreeMap::new());
+        st.poll_finished(
+            "x",
+            Ok(PollCounts {
+                tags_seen: 3,
+                matches: 0,
+                queued: 0,
+            }),
+        );
+        st.poll_finished(
+            "y",
+            Ok(PollCounts {
+                tags_seen: 1,
+                matches: 0,
+                queued: 0,
+            }),
+        );
+        st.poll_finished("y", Err("gone".into()));
+        st.set_per_recipe_metrics(false);
+        let m = String::from_utf8(st.metrics().to_vec()).unwrap();
+        assert!(!m.contains("recipe="), "{m}");
+        assert!(m.contains("farmhand_polls_total{result=\"ok\"} 2"), "{m}");
+        assert!(
+            m.contains("farmhand_polls_total{result=\"error\"} 1"),
+            "{m}"
+        );
+        assert!(m.contains("\nfarmhand_builds_failed_total 0\n"), "{m}");
+        assert!(
+            !m.contains("farmhand_last_poll_success_timestamp_seconds"),
+            "{m}"
+        );
     }
 }
