@@ -158,7 +158,14 @@ fn thousand_connections_and_slow_clients_while_building() {
     }
     let cut_off = t_slow.elapsed();
     eprintln!("load: {SLOW_CLIENTS} slow clients disconnected within {cut_off:?}");
-    assert!(cut_off < Duration::from_secs(20), "{cut_off:?}");
+    // The slow clients are read only after the load rounds: by then each
+    // should have been cut off (10 s header timeout), so reading them ends
+    // within 20 s of their connecting, or promptly after the rounds when
+    // those took longer on a busy machine.
+    assert!(
+        cut_off < Duration::from_secs(20).max(elapsed + Duration::from_secs(5)),
+        "slow clients cut off after {cut_off:?} (load rounds took {elapsed:?})"
+    );
 
     // Memory stays bounded: a generous 48 MiB over the baseline.
     let rss_after = vm_rss_kib(pid);
