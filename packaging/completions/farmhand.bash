@@ -705,7 +705,7 @@ _farmhand() {
             return 0
             ;;
         farmhand__subcmd__git__subcmd__helper)
-            opts="-h --config --log-level --log-format --help"
+            opts="-h --background --config --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -224,6 +224,7 @@ complete -c farmhand -n "__fish_farmhand_using_subcommand git-helper" -l log-for
 logfmt\t'`time=... level=INFO msg="..." key=value`'
 json\t'One JSON object per line'
 journald\t'Native journal protocol'"
+complete -c farmhand -n "__fish_farmhand_using_subcommand git-helper" -l background -d 'Run at a lower CPU priority (polls: background work)'
 complete -c farmhand -n "__fish_farmhand_using_subcommand git-helper" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c farmhand -n "__fish_farmhand_using_subcommand help; and not __fish_seen_subcommand_from demo ctl completions git-helper help" -f -a "demo" -d 'Create a self-contained demo farm and run the daemon on it'
 complete -c farmhand -n "__fish_farmhand_using_subcommand help; and not __fish_seen_subcommand_from demo ctl completions git-helper help" -f -a "ctl" -d 'Act on a running farm and read its state: poll, pause, resume, cancel, retry, status, builds, logs, events'
