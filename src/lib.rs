@@ -45,7 +45,7 @@ pub mod ctl;
 pub mod demo;
 /// The running farm: daemon wiring, worker, queue, backoff book, build history.
 pub mod farm;
-/// git through libgit2 in a helper process: ls-remote, fetch, export.
+/// git through libgit2 in helper processes: ls-remote, fetch, export.
 pub mod git;
 /// The host: systemd, logging, loop health, durable files.
 pub mod host;

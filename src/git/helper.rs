@@ -375,11 +375,6 @@ pub fn close_helpers() {
     FETCHES.clear();
 }
 
-/// The git helper processes alive and idle (polls, fetches).
-pub fn idle_helpers() -> (usize, usize) {
-    (POLLS.lock().len(), FETCHES.lock().len())
-}
-
 impl Pool {
     const fn new(keep: usize, background: bool) -> Pool {
         Pool {
@@ -459,7 +454,8 @@ async fn run(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut fresh_only = false;
     loop {
-        let (mut helper, reused) = match pool.take().filter(|_| !fresh_only) {
+        let pooled = if fresh_only { None } else { pool.take() };
+        let (mut helper, reused) = match pooled {
             Some(h) => (h, true),
             None => match Helper::spawn(pool.background) {
                 Ok(h) => (h, false),
