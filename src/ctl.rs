@@ -770,23 +770,9 @@ fn render_status(s: &Value) -> String {
         rows.push(vec!["held".into(), format!("builds held: {h}")]);
     }
     out.push_str(&pairs(&rows));
-    if let Some(failures) = s["failures"].as_object().filter(|m| !m.is_empty()) {
-        let rows: Vec<Vec<String>> = failures
-            .iter()
-            .map(|(k, f)| {
-                vec![
-                    k.clone(),
-                    scalar(&f["failures"]),
-                    scalar(&f["next_retry"]),
-                    scalar(&f["error"]),
-                ]
-            })
-            .collect();
+    if let Some(t) = failures_table(&s["failures"], "FAILURE") {
         out.push('\n');
-        out.push_str(&table(
-            &["FAILURE", "FAILURES", "NEXT RETRY", "ERROR"],
-            &rows,
-        ));
+        out.push_str(&t);
     }
     if let Some(invalid) = s["invalid_recipes"].as_object().filter(|m| !m.is_empty()) {
         let rows: Vec<Vec<String>> = invalid
@@ -829,6 +815,24 @@ fn render_builds(builds: &[Value]) -> String {
         ],
         &rows,
     )
+}
+
+/// The backoff entries of `failures` (an object keyed by `first`'s
+/// column) as a table, or `None` when there are none.
+fn failures_table(failures: &Value, first: &str) -> Option<String> {
+    let failures = failures.as_object().filter(|m| !m.is_empty())?;
+    let rows: Vec<Vec<String>> = failures
+        .iter()
+        .map(|(k, f)| {
+            vec![
+                k.clone(),
+                scalar(&f["failures"]),
+                scalar(&f["next_retry"]),
+                scalar(&f["error"]),
+            ]
+        })
+        .collect();
+    Some(table(&[first, "FAILURES", "NEXT RETRY", "ERROR"], &rows))
 }
 
 /// A recipe document of [`recipe_from_status`], for people.
@@ -883,23 +887,9 @@ fn render_recipe(r: &Value) -> String {
             },
         ],
     ]);
-    if let Some(failures) = r["failures"].as_object().filter(|m| !m.is_empty()) {
-        let rows: Vec<Vec<String>> = failures
-            .iter()
-            .map(|(v, f)| {
-                vec![
-                    v.clone(),
-                    scalar(&f["failures"]),
-                    scalar(&f["next_retry"]),
-                    scalar(&f["error"]),
-                ]
-            })
-            .collect();
+    if let Some(t) = failures_table(&r["failures"], "FAILED") {
         out.push('\n');
-        out.push_str(&table(
-            &["FAILED", "FAILURES", "NEXT RETRY", "ERROR"],
-            &rows,
-        ));
+        out.push_str(&t);
     }
     if let Some(builds) = r["recent_builds"].as_array().filter(|b| !b.is_empty()) {
         let rows: Vec<Vec<String>> = builds
