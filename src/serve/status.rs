@@ -672,6 +672,13 @@ impl Status {
                 },
             );
             let h = s.poll_history.entry(recipe.to_string()).or_default();
+            // Room doubles from one record up to exactly POLLS_LISTED (a
+            // VecDeque's own growth starts at 4 and ends at 32: 2.3 KiB
+            // per recipe instead of 1.4, 23 MiB on a farm of 10,000).
+            if h.len() == h.capacity() && h.len() < POLLS_LISTED {
+                let room = (h.len() * 2).clamp(1, POLLS_LISTED);
+                h.reserve_exact(room - h.len());
+            }
             if h.len() == POLLS_LISTED {
                 h.pop_back();
             }
@@ -804,7 +811,11 @@ impl Status {
                 return b.clone();
             }
         }
-        let body = Bytes::from(self.render_json());
+        // Cached until the next change: without the slack of its growth
+        // (up to half of it; 0.5 MiB for 10,000 recipes).
+        let mut json = self.render_json();
+        json.shrink_to_fit();
+        let body = Bytes::from(json);
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -825,7 +836,9 @@ impl Status {
                 return b.clone();
             }
         }
-        let body = Bytes::from(self.render_metrics());
+        let mut text = self.render_metrics();
+        text.shrink_to_fit();
+        let body = Bytes::from(text);
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
