@@ -40,7 +40,14 @@ def free_port():
 
 
 def received(farm, version):
-    log = open(os.path.join(farm.root, "state", "logs", "big", f"{version}.1.log")).read()
+    """Objects received by the build's fetch, from its log (stored
+    zstd-compressed once the build finished)."""
+    path = os.path.join(farm.root, "state", "logs", "big", f"{version}.1.log")
+    if os.path.exists(path):
+        log = open(path).read()
+    else:
+        log = subprocess.run(["zstd", "-dcq", path + ".zst"], capture_output=True, text=True,
+                             check=True).stdout
     return int(re.search(r"(\d+) objects received", log).group(1))
 
 
