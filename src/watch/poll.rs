@@ -1,8 +1,9 @@
 //! Polling: one poll lists an upstream's tags (`ls-remote`, no clone),
 //! maps them through the recipe's tag pattern and offers the versions to
 //! the worker. The [`Scheduler`] runs the first poll of every recipe at
-//! start, then one per interval with a little jitter, at most
-//! `[poll].concurrency` at once; webhooks, operators and backoff expiry
+//! start, then one per interval on the recipe's own slot of a grid, at
+//! most `[poll].concurrency` at once (see [`Grid`] for how the slots
+//! spread polls without bunching); webhooks, operators and backoff expiry
 //! ask it for an immediate poll, which coalesces with one already running.
 //! Recipes an operator paused are not polled at all: their timers run on
 //! without polling and requests for them are dropped.
@@ -212,6 +213,14 @@ pub async fn poll_all_once(
 struct Entry {
     recipe: Arc<Recipe>,
     due: Option<Instant>,
+    /// `due` is a point of the recipe's slot grid (not a first poll or a
+    /// changed recipe's poll-now).
+    due_on_grid: bool,
+    /// The grid point the running poll was due at, when it was a
+    /// scheduled one; `None` for first, requested and changed-recipe polls.
+    fired: Option<Instant>,
+    /// When the running (or last) poll was handed a slot.
+    started: Instant,
     /// A poll is waiting for a slot or running.
     running: bool,
     /// Waiting for a slot, with this trigger.
@@ -225,6 +234,9 @@ impl Entry {
         Entry {
             recipe,
             due: Some(due),
+            due_on_grid: false,
+            fired: None,
+            started: due,
             running: false,
             waiting: None,
             again: None,
@@ -272,12 +284,12 @@ impl Scheduler {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut due: BTreeSet<(Instant, String)> = BTreeSet::new();
-        let jitter_seed = std::collections::hash_map::RandomState::new();
         let mut heartbeat = tokio::time::interval(Health::BEAT);
         let mut tasks = tokio::task::JoinSet::new();
 
         let roster = self.roster.borrow_and_update().clone();
         let now = Instant::now();
+        let mut grid = Grid::new(now, &roster);
         for r in roster.recipes.values().filter(|r| r.is_watched()) {
             entries.insert(r.id.clone(), Entry::new(r.clone(), now));
             due.insert((now, r.id.clone()));
@@ -307,8 +319,10 @@ impl Scheduler {
                         due.pop_first();
                         if let Some(e) = entries.get_mut(&id) {
                             e.due = None;
+                            e.fired = std::mem::take(&mut e.due_on_grid).then_some(t);
                             if self.is_paused(&id) {
-                                self.schedule_next(&id, e, &mut due, &jitter_seed);
+                                e.started = now;
+                                self.schedule_next(&id, e, &mut due, &grid);
                             } else if e.running {
                                 e.again.get_or_insert(Trigger::Poll);
                             } else {
@@ -326,6 +340,7 @@ impl Scheduler {
                             e.again = Some(req.trigger);
                         } else {
                             if let Some(t) = e.due.take() { due.remove(&(t, req.recipe.clone())); }
+                            e.fired = None;
                             self.start(&req.recipe, e, req.trigger, &mut slots, &done_tx, &mut tasks);
                         }
                     }
@@ -336,13 +351,14 @@ impl Scheduler {
                         e.running = false;
                         match e.again.take().filter(|_| !self.is_paused(&id)) {
                             Some(trigger) => self.start(&id, e, trigger, &mut slots, &done_tx, &mut tasks),
-                            None => self.schedule_next(&id, e, &mut due, &jitter_seed),
+                            None => self.schedule_next(&id, e, &mut due, &grid),
                         }
                     }
                 }
                 r = self.roster.changed() => {
                     if r.is_err() { continue; }
                     let roster = self.roster.borrow_and_update().clone();
+                    grid.resize(&roster);
                     entries.retain(|id, e| {
                         let keep = roster.recipes.get(id).is_some_and(|r| r.is_watched());
                         if !keep { if let Some(t) = e.due { due.remove(&(t, id.clone())); } }
@@ -359,6 +375,7 @@ impl Scheduler {
                                         e.again = Some(Trigger::Poll);
                                     } else {
                                         if let Some(t) = e.due.replace(now) { due.remove(&(t, r.id.clone())); }
+                                        e.due_on_grid = false;
                                         due.insert((now, r.id.clone()));
                                     }
                                 }
@@ -394,23 +411,30 @@ impl Scheduler {
         self.paused.borrow().contains(id)
     }
 
-    /// Sets `id`'s next poll one interval (plus jitter) from now.
+    /// Sets `id`'s next poll on its slot of `grid`, after the poll that
+    /// just ended (or was skipped while paused).
     fn schedule_next(
         &self,
         id: &str,
         e: &mut Entry,
         due: &mut BTreeSet<(Instant, String)>,
-        seed: &std::collections::hash_map::RandomState,
+        grid: &Grid,
     ) {
-        let interval = e.recipe.watch.poll_interval;
-        let j = jitter(seed, id, interval);
-        let at = Instant::now() + interval + j;
+        let now = Instant::now();
+        let at = grid.next(
+            id,
+            e.recipe.watch.poll_interval,
+            e.fired.take(),
+            e.started,
+            now,
+        );
         if let Some(old) = e.due.replace(at) {
             due.remove(&(old, id.to_string()));
         }
+        e.due_on_grid = true;
         due.insert((at, id.to_string()));
         self.status
-            .poll_scheduled(id, SystemTime::now() + interval + j);
+            .poll_scheduled(id, SystemTime::now() + at.saturating_duration_since(now));
     }
 
     /// Starts a poll of `id` now if a slot is free, else puts it in line.
@@ -436,11 +460,12 @@ impl Scheduler {
     fn spawn(
         &self,
         id: &str,
-        e: &Entry,
+        e: &mut Entry,
         trigger: Trigger,
         done: &mpsc::UnboundedSender<String>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) {
+        e.started = Instant::now();
         let (recipe, done, worker, status, cancel, timeout, id) = (
             e.recipe.clone(),
             done.clone(),
@@ -457,17 +482,236 @@ impl Scheduler {
     }
 }
 
-/// Up to a tenth of the interval (at most five minutes) of random delay,
-/// so recipes with the same interval do not poll in the same second.
-fn jitter(
-    seed: &std::collections::hash_map::RandomState,
-    id: &str,
-    interval: Duration,
-) -> Duration {
-    let span = (interval / 10).min(Duration::from_secs(300)).as_millis() as u64;
-    if span == 0 {
-        return Duration::ZERO;
+/// Where each recipe's polls fall after its first.
+///
+/// Every recipe has a slot: a fixed offset from the scheduler's start, so
+/// its scheduled polls fall on `epoch + offset + k * interval` and come
+/// exactly one interval apart. The offsets of the recipes sharing an
+/// interval are spread (by a hash of the recipe id) over a span that
+/// grows with their number: at least the "little jitter" of a tenth of the
+/// interval (at most five minutes), one second per recipe beyond that,
+/// and the whole interval once there are more recipes than seconds in it.
+/// So a small farm polls much as it always did (one interval plus a
+/// little after its first poll), while 10,000 recipes at one minute poll
+/// about 167 a second, evenly, instead of all in the seconds after each
+/// round started.
+struct Grid {
+    epoch: Instant,
+    seed: std::collections::hash_map::RandomState,
+    /// The span of the offsets, per interval.
+    spans: HashMap<Duration, Duration>,
+}
+
+impl Grid {
+    /// How far apart, at least, the slots of recipes sharing an interval
+    /// are spread.
+    const SPACING: Duration = Duration::from_secs(1);
+
+    fn new(epoch: Instant, roster: &Roster) -> Grid {
+        let mut grid = Grid {
+            epoch,
+            seed: Default::default(),
+            spans: HashMap::new(),
+        };
+        grid.resize(roster);
+        grid
     }
-    let h = seed.hash_one((id, SystemTime::now()));
-    Duration::from_millis(h % span)
+
+    /// Recomputes the spans for the watched recipes of `roster` (after a
+    /// reload).
+    fn resize(&mut self, roster: &Roster) {
+        self.resize_for(
+            roster
+                .recipes
+                .values()
+                .filter(|r| r.is_watched())
+                .map(|r| r.watch.poll_interval),
+        );
+    }
+
+    /// Recomputes the spans for recipes polling at these intervals (one
+    /// item per recipe). A recipe's offset is its hash's fraction of the
+    /// span, so a span that grows or shrinks a little moves the slots
+    /// only a little.
+    fn resize_for(&mut self, intervals: impl Iterator<Item = Duration>) {
+        let mut counts: HashMap<Duration, u32> = HashMap::new();
+        for iv in intervals {
+            *counts.entry(iv).or_default() += 1;
+        }
+        self.spans = counts
+            .into_iter()
+            .map(|(iv, n)| (iv, span(iv, n)))
+            .collect();
+    }
+
+    fn offset(&self, id: &str, interval: Duration) -> Duration {
+        let span = self
+            .spans
+            .get(&interval)
+            .copied()
+            .unwrap_or_else(|| span(interval, 1));
+        let fraction = (self.seed.hash_one(id) >> 11) as f64 / (1u64 << 53) as f64;
+        span.mul_f64(fraction)
+    }
+
+    /// The next poll of `id`, whose last poll started at `started` and
+    /// ended at `now`, never in the past: for a scheduled poll (`fired` at
+    /// a grid point), the grid point one interval on (found with a little
+    /// slack, in case a reload moved the slot a little); for any other
+    /// (the first, a webhook's, an operator's), the first grid point at
+    /// least one interval after it started.
+    fn next(
+        &self,
+        id: &str,
+        interval: Duration,
+        fired: Option<Instant>,
+        started: Instant,
+        now: Instant,
+    ) -> Instant {
+        let not_before = match fired {
+            Some(at) => at + interval - little_jitter(interval),
+            None => started + interval,
+        };
+        let origin = self.epoch + self.offset(id, interval);
+        grid_point_at_or_after(origin, interval, not_before.max(now))
+    }
+}
+
+/// The span the slots of `n` recipes polling every `interval` spread over.
+fn span(interval: Duration, n: u32) -> Duration {
+    (Grid::SPACING * n)
+        .max(little_jitter(interval))
+        .min(interval)
+}
+
+/// A tenth of the interval, at most five minutes: the least a slot span
+/// is, and the slack allowed for a slot moved by a reload.
+fn little_jitter(interval: Duration) -> Duration {
+    (interval / 10).min(Duration::from_secs(300))
+}
+
+/// The first `origin + k * interval` (k ≥ 0) at or after `t`.
+fn grid_point_at_or_after(origin: Instant, interval: Duration, t: Instant) -> Instant {
+    let iv = interval.as_nanos().max(1);
+    let k = t.saturating_duration_since(origin).as_nanos().div_ceil(iv);
+    origin + Duration::from_nanos((k * iv) as u64)
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::*;
+
+    fn grid(n: usize, interval: Duration) -> Grid {
+        let mut g = Grid {
+            epoch: Instant::now(),
+            seed: Default::default(),
+            spans: HashMap::new(),
+        };
+        g.resize_for(std::iter::repeat_n(interval, n));
+        g
+    }
+
+    #[test]
+    fn a_small_farm_polls_one_interval_and_a_little_after_its_first_poll() {
+        let iv = Duration::from_secs(3600);
+        let g = grid(3, iv);
+        for id in ["a", "b", "c"] {
+            let started = g.epoch + Duration::from_millis(20);
+            let next = g.next(id, iv, None, started, started + Duration::from_millis(5));
+            let gap = next - started;
+            assert!(
+                gap >= iv && gap <= iv + Duration::from_secs(300),
+                "{id}: {gap:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scheduled_polls_come_exactly_one_interval_apart() {
+        let iv = Duration::from_secs(60);
+        let g = grid(10_000, iv);
+        let first = g.next("r", iv, None, g.epoch, g.epoch + Duration::from_secs(1));
+        // Started late (the line was long) and took a while: still on the grid.
+        let second = g.next(
+            "r",
+            iv,
+            Some(first),
+            first + Duration::from_secs(3),
+            first + Duration::from_secs(5),
+        );
+        assert_eq!(second, first + iv);
+        let third = g.next(
+            "r",
+            iv,
+            Some(second),
+            second,
+            second + Duration::from_millis(1),
+        );
+        assert_eq!(third, second + iv);
+        // A poll that overran its interval: the next grid point after it.
+        let late = g.next(
+            "r",
+            iv,
+            Some(third),
+            third,
+            third + iv + Duration::from_secs(1),
+        );
+        assert_eq!(late, third + 2 * iv);
+    }
+
+    #[test]
+    fn a_webhook_poll_moves_the_next_one_at_least_an_interval_on() {
+        let iv = Duration::from_secs(3600);
+        let g = grid(10_000, iv);
+        let hook = g.epoch + Duration::from_secs(5000);
+        let next = g.next("r", iv, None, hook, hook + Duration::from_secs(1));
+        assert!(next >= hook + iv && next < hook + 2 * iv);
+    }
+
+    #[test]
+    fn ten_thousand_recipes_at_one_minute_spread_over_the_minute() {
+        let iv = Duration::from_secs(60);
+        let g = grid(10_000, iv);
+        let mut per_second = [0u32; 60];
+        for i in 0..10_000 {
+            // The first round took two seconds.
+            let started = g.epoch + Duration::from_millis(i * 2000 / 10_000);
+            let next = g.next(&format!("recipe-{i}"), iv, None, started, started);
+            let at = (next - g.epoch).as_secs();
+            assert!((60..122).contains(&at), "{at}");
+            per_second[(at % 60) as usize] += 1;
+        }
+        // 167 a second on average; no second holds a burst.
+        let max = per_second.iter().max().unwrap();
+        let min = per_second.iter().min().unwrap();
+        assert!(*max < 250 && *min > 100, "{per_second:?}");
+    }
+
+    #[test]
+    fn a_reload_that_grows_the_span_a_little_keeps_scheduled_polls_in_place() {
+        let iv = Duration::from_secs(3600);
+        let mut g = grid(1000, iv);
+        for i in 0..100 {
+            let id = format!("recipe-{i}");
+            let fired = g.next(&id, iv, None, g.epoch, g.epoch);
+            g.resize_for(std::iter::repeat_n(iv, 1010));
+            let next = g.next(&id, iv, Some(fired), fired, fired);
+            g.resize_for(std::iter::repeat_n(iv, 1000));
+            // The span grew by 1 %: the slot moves by at most 10 s.
+            let drift = next.max(fired + iv) - next.min(fired + iv);
+            assert!(drift <= Duration::from_secs(10), "{id}: {drift:?}");
+        }
+    }
+
+    #[test]
+    fn spans_grow_with_the_recipes_sharing_an_interval() {
+        let m = Duration::from_secs(60);
+        let h = Duration::from_secs(3600);
+        assert_eq!(span(m, 1), Duration::from_secs(6));
+        assert_eq!(span(m, 30), Duration::from_secs(30));
+        assert_eq!(span(m, 10_000), m);
+        assert_eq!(span(h, 10), Duration::from_secs(300));
+        assert_eq!(span(h, 1000), Duration::from_secs(1000));
+        assert_eq!(span(h, 10_000), h);
+    }
 }
