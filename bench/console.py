@@ -11,7 +11,7 @@ connection; then `wrk -t2 -c32 -d10s` on `/` with 100 recipes, ROUNDS runs
     python3 bench/console.py                                  # release binary (built)
     FARMHAND_BIN=target/debug/farmhand python3 bench/console.py
 """
-import sys, os, json, statistics, time, http.client
+import sys, os, re, json, statistics, time, http.client
 sys.path.insert(0, os.path.dirname(__file__))
 from farmlib import *
 
@@ -86,6 +86,20 @@ def main():
     history = int(os.environ.get("HISTORY", "10000"))
     farm = polled_farm(recipes, history)
     try:
+        # Idle memory: the first round is over; let the helpers' idle
+        # minute pass only if asked (IDLE_WAIT seconds), then read VmRSS.
+        time.sleep(float(os.environ.get("IDLE_WAIT", "2")))
+        rss, threads = farm.rss_kib()
+        anon = file_backed = 0
+        with open(f"/proc/{farm.proc.pid}/status") as f:
+            st = f.read()
+        anon = int(re.search(r"RssAnon:\s+(\d+)", st).group(1))
+        file_backed = int(re.search(r"RssFile:\s+(\d+)", st).group(1))
+        row(f"console: idle daemon, {recipes:,} polled recipes, {history:,} builds in the history "
+            f"(nothing published; VmRSS, {binary})",
+            f"{rss / 1024:.1f} MiB ({anon / 1024:.1f} MiB anonymous, {file_backed / 1024:.1f} MiB "
+            f"file-backed), {threads} threads; git helpers apart: {farm.children_rss_kib() / 1024:.0f} MiB ({load()})",
+            "< 16 MiB", "python3 bench/console.py")
         latencies(farm.addr, "/?filter=r", 20)  # warm up
         page, size = latencies(farm.addr, "/?filter=r", n)
         cached, _ = latencies(farm.addr, "/", n)
