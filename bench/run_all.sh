@@ -29,6 +29,7 @@ python3 bench/build_overhead.py | grep '^|'
 python3 bench/incremental_fetch.py | grep '^|'
 python3 bench/history_startup.py | grep '^|'
 python3 bench/console.py | grep '^|'
+python3 bench/events.py | grep '^|'
 # Scale on one host: 1,000 then 10,000 recipes with their own upstreams.
 RECIPES=1000 python3 bench/scale.py | grep '^|' | head -2 | tail -1
 python3 bench/scale.py | grep '^|'

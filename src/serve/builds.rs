@@ -4,8 +4,9 @@
 //! `/recipes/{id}` ([`BuildSummary`]) and `/builds/{id}` ([`BuildDetail`]).
 //! Plain serde structs, so a page can render them as they are.
 
-use std::collections::VecDeque;
-use std::time::SystemTime;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -85,10 +86,10 @@ impl BuildQuery {
         Ok(q)
     }
 
-    fn admits(&self, r: &BuildRecord) -> bool {
-        self.recipe.as_deref().is_none_or(|id| r.recipe == id)
-            && self.state.is_none_or(|s| r.state == s)
-            && self.before.is_none_or(|b| r.id < b)
+    fn admits(&self, recipe: &str, state: BuildState, id: u64) -> bool {
+        self.recipe.as_deref().is_none_or(|want| recipe == want)
+            && self.state.is_none_or(|s| state == s)
+            && self.before.is_none_or(|b| id < b)
     }
 }
 
@@ -116,11 +117,225 @@ pub fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// The builds, oldest first (ids increase with start time).
+///
+/// A finished build is kept in a compact form ([`Compact`]: about 170
+/// bytes, its phases inline and its strings in one text buffer shared by
+/// all records), so the 10,000 builds of a default `[history].keep` cost
+/// under 2 MiB in a few large blocks instead of 6 MiB in 40,000 small
+/// ones; a running build (whose phases still change), or one that does
+/// not fit the compact form, stays a whole record. Queries hand out whole
+/// records, made on demand.
 #[derive(Debug)]
 pub struct Builds {
-    records: VecDeque<BuildRecord>,
+    records: VecDeque<Entry>,
     keep: usize,
     running: usize,
+    /// One copy of each recipe id the records hold.
+    names: HashSet<Arc<str>>,
+    /// The version, tag and error of every compact record.
+    text: String,
+    /// Bytes of `text` no record uses any more.
+    dead: usize,
+}
+
+#[derive(Debug)]
+enum Entry {
+    Whole(Box<BuildRecord>),
+    Done(Compact),
+}
+
+/// Phases a compact record holds (a build has five kinds, each once).
+const MAX_PHASES: usize = 5;
+
+/// A finished build: times as milliseconds since the epoch (the
+/// precision the history file and the JSON documents have), the recipe
+/// id shared, the version, tag and error in [`Builds::text`].
+#[derive(Debug)]
+struct Compact {
+    id: u64,
+    recipe: Arc<str>,
+    /// Where `version \n tag [\n error]` is in the text buffer: neither a
+    /// version nor a tag holds a line break (git refuses control
+    /// characters in ref names).
+    text_at: u32,
+    text_len: u32,
+    started_ms: i64,
+    /// `i64::MIN` when unknown.
+    finished_ms: i64,
+    /// NaN when unknown.
+    duration: f64,
+    phases: [CompactPhase; MAX_PHASES],
+    log: Option<u32>,
+    trigger: Trigger,
+    state: BuildState,
+    phase: Option<Phase>,
+    has_error: bool,
+    n_phases: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CompactPhase {
+    phase: Phase,
+    /// Milliseconds after the build's start (clamped at zero).
+    offset_ms: u32,
+    /// NaN while it ran.
+    duration: f64,
+}
+
+const NO_PHASE: CompactPhase = CompactPhase {
+    phase: Phase::Fetching,
+    offset_ms: 0,
+    duration: f64::NAN,
+};
+
+fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+fn opt_f64(x: f64) -> Option<f64> {
+    (!x.is_nan()).then_some(x)
+}
+
+impl Compact {
+    /// `r` in compact form, its strings appended to `text`; `None` (and
+    /// nothing appended) when it does not fit.
+    fn new(r: &BuildRecord, names: &mut HashSet<Arc<str>>, text: &mut String) -> Option<Compact> {
+        if r.phases.len() > MAX_PHASES || r.version.contains('\n') || r.tag.contains('\n') {
+            return None;
+        }
+        let started_ms = to_ms(r.started_at);
+        let mut phases = [NO_PHASE; MAX_PHASES];
+        for (slot, p) in phases.iter_mut().zip(&r.phases) {
+            *slot = CompactPhase {
+                phase: p.phase,
+                offset_ms: u32::try_from(to_ms(p.started_at) - started_ms).ok()?,
+                duration: p.duration.unwrap_or(f64::NAN),
+            };
+        }
+        let len = r.version.len() + r.tag.len() + 1 + r.error.as_ref().map_or(0, |e| e.len() + 1);
+        let text_at = u32::try_from(text.len()).ok()?;
+        let text_len = u32::try_from(len).ok()?;
+        text_at.checked_add(text_len)?;
+        text.push_str(&r.version);
+        text.push('\n');
+        text.push_str(&r.tag);
+        if let Some(e) = &r.error {
+            text.push('\n');
+            text.push_str(e);
+        }
+        let recipe = match names.get(r.recipe.as_str()) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = r.recipe.as_str().into();
+                names.insert(name.clone());
+                name
+            }
+        };
+        Some(Compact {
+            id: r.id,
+            recipe,
+            text_at,
+            text_len,
+            started_ms,
+            finished_ms: r.finished_at.map_or(i64::MIN, to_ms),
+            duration: r.duration.unwrap_or(f64::NAN),
+            phases,
+            log: r.log,
+            trigger: r.trigger,
+            state: r.state,
+            phase: r.phase,
+            has_error: r.error.is_some(),
+            n_phases: r.phases.len() as u8,
+        })
+    }
+
+    fn text<'t>(&self, text: &'t str) -> &'t str {
+        let at = self.text_at as usize;
+        &text[at..at + self.text_len as usize]
+    }
+
+    /// Version, tag and error.
+    fn parts<'t>(&self, text: &'t str) -> (&'t str, &'t str, Option<&'t str>) {
+        let mut it = self.text(text).splitn(3, '\n');
+        let version = it.next().unwrap_or_default();
+        let tag = it.next().unwrap_or_default();
+        let error = self.has_error.then(|| it.next().unwrap_or_default());
+        (version, tag, error)
+    }
+
+    fn record(&self, text: &str) -> BuildRecord {
+        let (version, tag, error) = self.parts(text);
+        BuildRecord {
+            id: self.id,
+            recipe: self.recipe.to_string(),
+            version: version.to_string(),
+            tag: tag.to_string(),
+            trigger: self.trigger,
+            state: self.state,
+            started_at: from_ms(self.started_ms),
+            finished_at: (self.finished_ms != i64::MIN).then(|| from_ms(self.finished_ms)),
+            duration: opt_f64(self.duration),
+            phase: self.phase,
+            error: error.map(str::to_string),
+            phases: self.phases[..usize::from(self.n_phases)]
+                .iter()
+                .map(|p| PhaseSpan {
+                    phase: p.phase,
+                    started_at: from_ms(self.started_ms + i64::from(p.offset_ms)),
+                    duration: opt_f64(p.duration),
+                })
+                .collect(),
+            log: self.log,
+        }
+    }
+}
+
+impl Entry {
+    fn id(&self) -> u64 {
+        match self {
+            Entry::Whole(r) => r.id,
+            Entry::Done(c) => c.id,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Entry::Whole(r) => r.is_finished(),
+            Entry::Done(_) => true,
+        }
+    }
+
+    fn recipe(&self) -> &str {
+        match self {
+            Entry::Whole(r) => &r.recipe,
+            Entry::Done(c) => &c.recipe,
+        }
+    }
+
+    fn state(&self) -> BuildState {
+        match self {
+            Entry::Whole(r) => r.state,
+            Entry::Done(c) => c.state,
+        }
+    }
+
+    fn record(&self, text: &str) -> BuildRecord {
+        match self {
+            Entry::Whole(r) => (**r).clone(),
+            Entry::Done(c) => c.record(text),
+        }
+    }
 }
 
 impl Builds {
@@ -130,7 +345,19 @@ impl Builds {
             records: VecDeque::new(),
             keep: keep.max(1),
             running: 0,
+            names: HashSet::new(),
+            text: String::new(),
+            dead: 0,
         }
+    }
+
+    fn entry(&mut self, rec: BuildRecord) -> Entry {
+        if rec.is_finished() {
+            if let Some(c) = Compact::new(&rec, &mut self.names, &mut self.text) {
+                return Entry::Done(c);
+            }
+        }
+        Entry::Whole(Box::new(rec))
     }
 
     /// Replaces everything with the finished builds of the history.
@@ -139,31 +366,69 @@ impl Builds {
         records.dedup_by_key(|r| r.id);
         self.keep = keep.max(1);
         self.running = records.iter().filter(|r| !r.is_finished()).count();
-        records.shrink_to_fit();
-        self.records = records.into();
+        self.names.clear();
+        self.text = String::with_capacity(
+            records
+                .iter()
+                .map(|r| {
+                    r.version.len() + r.tag.len() + 2 + r.error.as_ref().map_or(0, String::len)
+                })
+                .sum(),
+        );
+        self.dead = 0;
+        let mut entries = VecDeque::with_capacity(records.len());
+        for r in records {
+            let e = self.entry(r);
+            entries.push_back(e);
+        }
+        self.records = entries;
         self.trim();
     }
 
     fn trim(&mut self) {
         while self.records.len() - self.running > self.keep {
             match self.records.pop_front() {
-                Some(r) if !r.is_finished() => {
+                Some(e) if !e.is_finished() => {
                     // Never drop a running build: put it back and stop.
-                    self.records.push_front(r);
+                    self.records.push_front(e);
                     break;
                 }
-                Some(_) => {}
+                Some(Entry::Done(c)) => {
+                    self.dead += c.text_len as usize;
+                    // The last record of a recipe gone: its name goes too.
+                    if Arc::strong_count(&c.recipe) == 2 {
+                        self.names.remove(&*c.recipe);
+                    }
+                }
+                Some(Entry::Whole(_)) => {}
                 None => break,
             }
         }
+        if self.dead > 64 * 1024 && self.dead > self.text.len() / 2 {
+            self.repack();
+        }
+    }
+
+    /// Copies the text the records still use into a new buffer.
+    fn repack(&mut self) {
+        let mut text = String::with_capacity(self.text.len() - self.dead);
+        for e in &mut self.records {
+            if let Entry::Done(c) = e {
+                let at = text.len();
+                text.push_str(c.text(&self.text));
+                c.text_at = at as u32;
+            }
+        }
+        self.text = text;
+        self.dead = 0;
     }
 
     fn index(&self, id: u64) -> Option<usize> {
         let (a, b) = self.records.as_slices();
-        match a.binary_search_by_key(&id, |r| r.id) {
+        match a.binary_search_by_key(&id, Entry::id) {
             Ok(i) => Some(i),
             Err(_) => b
-                .binary_search_by_key(&id, |r| r.id)
+                .binary_search_by_key(&id, Entry::id)
                 .ok()
                 .map(|i| a.len() + i),
         }
@@ -172,21 +437,28 @@ impl Builds {
     /// A build started (state running), or any record to put in place.
     pub fn start(&mut self, rec: BuildRecord) {
         self.running += usize::from(!rec.is_finished());
-        if let Some(i) = self.index(rec.id) {
-            let old = std::mem::replace(&mut self.records[i], rec);
+        let id = rec.id;
+        let e = self.entry(rec);
+        if let Some(i) = self.index(id) {
+            let old = std::mem::replace(&mut self.records[i], e);
             self.running -= usize::from(!old.is_finished());
-        } else if self.records.back().is_none_or(|last| last.id < rec.id) {
-            self.records.push_back(rec);
+            if let Entry::Done(c) = old {
+                self.dead += c.text_len as usize;
+            }
+        } else if self.records.back().is_none_or(|last| last.id() < id) {
+            self.records.push_back(e);
         } else {
-            let at = self.records.partition_point(|r| r.id < rec.id);
-            self.records.insert(at, rec);
+            let at = self.records.partition_point(|r| r.id() < id);
+            self.records.insert(at, e);
         }
     }
 
     /// The running build `id` entered `phase` at `at`.
     pub fn phase(&mut self, id: u64, phase: Phase, at: SystemTime) -> Option<&BuildRecord> {
         let i = self.index(id)?;
-        let r = &mut self.records[i];
+        let Entry::Whole(r) = &mut self.records[i] else {
+            return None;
+        };
         if r.is_finished() {
             return None;
         }
@@ -215,51 +487,79 @@ impl Builds {
     }
 
     /// Build `id`.
-    pub fn get(&self, id: u64) -> Option<&BuildRecord> {
-        self.index(id).map(|i| &self.records[i])
+    pub fn get(&self, id: u64) -> Option<BuildRecord> {
+        self.index(id).map(|i| self.records[i].record(&self.text))
+    }
+
+    /// The state of build `id`.
+    pub fn state(&self, id: u64) -> Option<BuildState> {
+        self.index(id).map(|i| self.records[i].state())
     }
 
     /// The builds `q` asks for, newest first.
-    pub fn query(&self, q: &BuildQuery) -> Vec<&BuildRecord> {
+    pub fn query(&self, q: &BuildQuery) -> Vec<BuildRecord> {
         let newest = match q.before {
-            Some(b) => self.records.partition_point(|r| r.id < b),
+            Some(b) => self.records.partition_point(|r| r.id() < b),
             None => self.records.len(),
         };
         self.records
             .range(..newest)
             .rev()
-            .filter(|r| q.admits(r))
+            .filter(|e| q.admits(e.recipe(), e.state(), e.id()))
             .take(q.limit)
+            .map(|e| e.record(&self.text))
             .collect()
     }
 
     /// The duration of the most recent successful build of `rec`'s
     /// recipe that finished before `rec` started.
     pub fn previous_duration(&self, rec: &BuildRecord) -> Option<f64> {
-        let end = self.records.partition_point(|r| r.id < rec.id);
-        self.records
-            .range(..end)
-            .rev()
-            .find(|r| {
-                r.recipe == rec.recipe
+        let end = self.records.partition_point(|r| r.id() < rec.id);
+        let started = to_ms(rec.started_at);
+        self.records.range(..end).rev().find_map(|e| match e {
+            Entry::Done(c)
+                if *c.recipe == *rec.recipe
+                    && c.state == BuildState::Succeeded
+                    && c.finished_ms != i64::MIN
+                    && c.finished_ms <= started =>
+            {
+                Some(opt_f64(c.duration))
+            }
+            Entry::Whole(r)
+                if r.recipe == rec.recipe
                     && r.state == BuildState::Succeeded
-                    && r.finished_at.is_some_and(|f| f <= rec.started_at)
-            })
-            .and_then(|r| r.duration)
+                    && r.finished_at.is_some_and(|f| f <= rec.started_at) =>
+            {
+                Some(r.duration)
+            }
+            _ => None,
+        })?
     }
 
     /// Logs were pruned: the records of `(recipe, version, attempt)` lose
     /// their log.
     pub fn logs_pruned<'a>(&mut self, gone: impl IntoIterator<Item = (&'a str, &'a str, u32)>) {
-        use std::collections::HashSet;
         let gone: HashSet<(&str, &str, u32)> = gone.into_iter().collect();
         if gone.is_empty() {
             return;
         }
-        for r in self.records.iter_mut().rev() {
-            if let Some(n) = r.log {
-                if gone.contains(&(r.recipe.as_str(), r.version.as_str(), n)) {
-                    r.log = None;
+        let text = &self.text;
+        for e in self.records.iter_mut().rev() {
+            match e {
+                Entry::Whole(r) => {
+                    if let Some(n) = r.log {
+                        if gone.contains(&(r.recipe.as_str(), r.version.as_str(), n)) {
+                            r.log = None;
+                        }
+                    }
+                }
+                Entry::Done(c) => {
+                    if let Some(n) = c.log {
+                        let (version, _, _) = c.parts(text);
+                        if gone.contains(&(&*c.recipe, version, n)) {
+                            c.log = None;
+                        }
+                    }
                 }
             }
         }
@@ -270,18 +570,18 @@ impl Builds {
         let Some(i) = self.index(id) else {
             return (None, None);
         };
-        let recipe = &self.records[i].recipe;
+        let recipe = self.records[i].recipe();
         let previous = self
             .records
             .range(..i)
             .rev()
-            .find(|r| &r.recipe == recipe)
-            .map(|r| r.id);
+            .find(|r| r.recipe() == recipe)
+            .map(Entry::id);
         let next = self
             .records
             .range(i + 1..)
-            .find(|r| &r.recipe == recipe)
-            .map(|r| r.id);
+            .find(|r| r.recipe() == recipe)
+            .map(Entry::id);
         (previous, next)
     }
 
@@ -381,7 +681,7 @@ impl Builds {
     pub fn detail(&self, id: u64, now: SystemTime) -> Option<BuildDetail> {
         let r = self.get(id)?;
         Some(BuildDetail {
-            summary: r.into(),
+            summary: (&r).into(),
             phases: r
                 .phases
                 .iter()
@@ -391,7 +691,7 @@ impl Builds {
                     duration: p.duration,
                 })
                 .collect(),
-            previous_duration: self.previous_duration(r),
+            previous_duration: self.previous_duration(&r),
             elapsed: (!r.is_finished())
                 .then(|| seconds(now.duration_since(r.started_at).unwrap_or_default())),
         })
@@ -465,9 +765,82 @@ mod tests {
         }
         // previous_duration: the last success of the same recipe that
         // finished before this one started.
-        assert_eq!(b.previous_duration(b.get(5).unwrap()), Some(5.0));
-        assert_eq!(b.previous_duration(b.get(1).unwrap()), None);
-        assert_eq!(b.previous_duration(b.get(4).unwrap()), Some(7.0));
+        assert_eq!(b.previous_duration(&b.get(5).unwrap()), Some(5.0));
+        assert_eq!(b.previous_duration(&b.get(1).unwrap()), None);
+        assert_eq!(b.previous_duration(&b.get(4).unwrap()), Some(7.0));
+    }
+
+    #[test]
+    fn finished_records_come_back_as_they_went_in() {
+        use BuildState::*;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut failed = rec(7, "a", Failed, 0, 3);
+        failed.started_at = t0;
+        failed.finished_at = Some(t0 + Duration::from_millis(3_456));
+        failed.duration = Some(3.456);
+        failed.phase = Some(Phase::Building);
+        failed.error = Some("line one\nline two\n<b>&\u{fffd}".into());
+        failed.phases = vec![
+            PhaseSpan {
+                phase: Phase::Fetching,
+                started_at: t0,
+                duration: Some(0.25),
+            },
+            PhaseSpan {
+                phase: Phase::Building,
+                started_at: t0 + Duration::from_millis(250),
+                duration: Some(3.206),
+            },
+        ];
+        let mut empty_error = rec(8, "b", Cancelled, 10, 1);
+        empty_error.error = Some(String::new());
+        let mut no_log = rec(9, "a", Succeeded, 20, 1);
+        no_log.log = None;
+        let unknown_end = BuildRecord {
+            finished_at: None,
+            duration: None,
+            ..rec(10, "c", Failed, 30, 1)
+        };
+        let all = [failed, empty_error, no_log, unknown_end];
+        let mut b = Builds::new(100);
+        b.load(all.to_vec(), 100);
+        for r in &all {
+            assert_eq!(b.get(r.id).as_ref(), Some(r));
+            assert_eq!(b.state(r.id), Some(r.state));
+        }
+        // One copy of each recipe id.
+        assert_eq!(b.names.len(), 3);
+        let mut b = Builds::new(1);
+        for r in &all {
+            b.finish(r.clone());
+        }
+        assert_eq!(b.names.len(), 1, "names of dropped records go too");
+        // A record that does not fit (six phases) is kept whole.
+        let mut odd = all[0].clone();
+        odd.id = 11;
+        odd.phases = std::iter::repeat_n(all[0].phases[0].clone(), 6).collect();
+        b.finish(odd.clone());
+        assert_eq!(b.get(11), Some(odd));
+    }
+
+    #[test]
+    fn text_of_dropped_records_is_given_back() {
+        let mut b = Builds::new(100);
+        for id in 1..=20_000 {
+            let mut r = rec(id, "a", BuildState::Failed, id, 1);
+            r.error = Some(format!("failure number {id}"));
+            b.finish(r);
+        }
+        assert_eq!(b.len(), 100);
+        assert!(
+            b.text.len() < 64 * 1024 * 3,
+            "{} bytes of text",
+            b.text.len()
+        );
+        let last = b.get(20_000).unwrap();
+        assert_eq!(last.error.as_deref(), Some("failure number 20000"));
+        assert_eq!(last.version, "20000.0-1");
+        assert_eq!(b.get(19_901).unwrap().tag, "v19901.0");
     }
 
     #[test]

@@ -720,7 +720,7 @@ impl Status {
         self.lock()
             .builds
             .query(q)
-            .into_iter()
+            .iter()
             .map(BuildSummary::from)
             .collect()
     }
@@ -732,7 +732,7 @@ impl Status {
 
     /// The state of build `id`, if known.
     pub fn build_state(&self, id: u64) -> Option<BuildState> {
-        self.lock().builds.get(id).map(|r| r.state)
+        self.lock().builds.state(id)
     }
 
     /// Where build `id`'s log is. The path is made of the recipe id and
@@ -784,12 +784,7 @@ impl Status {
                 .filter(|(k, _)| k.recipe == recipe)
                 .map(|(k, v)| (k.to_string(), FailureView::from(v)))
                 .collect(),
-            builds: s
-                .builds
-                .query(&q)
-                .into_iter()
-                .map(BuildSummary::from)
-                .collect(),
+            builds: s.builds.query(&q).iter().map(BuildSummary::from).collect(),
         }
     }
 
@@ -1234,7 +1229,7 @@ impl Status {
             recent: s
                 .builds
                 .query(&q)
-                .into_iter()
+                .iter()
                 .filter(|r| r.is_finished())
                 .take(recent)
                 .map(BuildSummary::from)
