@@ -113,6 +113,12 @@ impl Driver {
     /// A fresh headless browser session with its own profile; `js` false
     /// turns JavaScript off.
     async fn session(&self, profile: &Path, js: bool) -> Client {
+        self.session_with(profile, js, &[]).await
+    }
+
+    /// A session with more browser flags (`--force-dark-mode`: the page
+    /// sees `prefers-color-scheme: dark`).
+    async fn session_with(&self, profile: &Path, js: bool, flags: &[&str]) -> Client {
         let mut opts = json!({
             "binary": self.chromium,
             "args": [
@@ -123,6 +129,9 @@ impl Driver {
                 format!("--user-data-dir={}", profile.display()),
             ],
         });
+        for f in flags {
+            opts["args"].as_array_mut().unwrap().push(json!(f));
+        }
         if !js {
             opts["prefs"] = json!({"profile.managed_default_content_settings.javascript": 2});
         }
@@ -538,6 +547,29 @@ fn overview_follows_a_build_live_in_a_browser() {
         );
         assert!(text(&c, "#summary").await.contains("building"));
         screenshot(&c, "overview-building.png").await;
+
+        // The dark theme: the same page where the reader asks for dark.
+        let dark = driver
+            .session_with(&profiles.path().join("dark"), true, &["--force-dark-mode"])
+            .await;
+        dark.goto(&format!("{base}/")).await.unwrap();
+        wait_text(&dark, "#in-flight", "the build in flight (dark)", |t| {
+            t.contains("Building busybox 1.36.1-1")
+        })
+        .await;
+        let colours = eval(
+            &dark,
+            "var b = getComputedStyle(document.body); \
+             return [matchMedia('(prefers-color-scheme: dark)').matches, b.backgroundColor, b.color];",
+        )
+        .await;
+        assert_eq!(
+            colours,
+            json!([true, "rgb(18, 21, 24)", "rgb(227, 230, 232)"]),
+            "dark background, light text"
+        );
+        screenshot(&dark, "overview-dark.png").await;
+        dark.close().await.unwrap();
 
         // A hidden tab asks nothing; shown again, it catches up at once.
         set_visibility(&c, "hidden").await;
