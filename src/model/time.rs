@@ -23,3 +23,17 @@ pub mod serde_rfc3339 {
         humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)
     }
 }
+
+/// [`serde_rfc3339`] for an optional time: RFC 3339 text or `null`.
+pub mod serde_opt_rfc3339 {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    /// Writes the time as RFC 3339 text, or `null`.
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -788,14 +788,15 @@ async fn webhook(
             }
             for r in &recipes {
                 info!(recipe = %r, forge = forge.as_str(), event = %event, delivery, "webhook accepted, triggering immediate poll");
-                if st
-                    .polls
-                    .try_send(PollRequest {
-                        recipe: r.clone(),
-                        trigger: Trigger::Webhook,
-                    })
-                    .is_err()
-                {
+                // The scheduler takes requests as fast as they come; an
+                // upstream shared by more recipes than the line holds
+                // (1,024) waits for room rather than losing polls.
+                let request = PollRequest {
+                    recipe: r.clone(),
+                    trigger: Trigger::Webhook,
+                };
+                let sent = tokio::time::timeout(POLL_REQUEST_WAIT, st.polls.send(request)).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     warn!(recipe = %r, "poll request queue full; the scheduled poll will catch up");
                 }
             }
@@ -819,6 +820,10 @@ async fn webhook(
         }
     }
 }
+
+/// How long a webhook waits for room in the scheduler's line of poll
+/// requests before it leaves a recipe to its scheduled poll.
+const POLL_REQUEST_WAIT: Duration = Duration::from_secs(5);
 
 /// A log answer's body with the log reader's slot, given back when hyper
 /// drops the body (the answer is sent, or the client went away).

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -70,14 +70,16 @@ pub struct InFlight {
 /// Last poll of one recipe.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PollInfo {
-    /// RFC 3339 time of the last poll.
-    pub last_at: Option<String>,
+    /// When the last poll ended (RFC 3339 in JSON).
+    #[serde(with = "crate::model::time::serde_opt_rfc3339")]
+    pub last_at: Option<SystemTime>,
     /// Did it succeed?
     pub ok: bool,
     /// Tags the upstream listed.
     pub tags_seen: usize,
-    /// RFC 3339 time of the next scheduled poll.
-    pub next_at: Option<String>,
+    /// When the next scheduled poll is (RFC 3339 in JSON).
+    #[serde(with = "crate::model::time::serde_opt_rfc3339")]
+    pub next_at: Option<SystemTime>,
     /// The last error, when not ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -99,6 +101,74 @@ pub struct PollRecord {
     pub matches: usize,
     /// New versions queued.
     pub queued: usize,
+}
+
+/// A [`PollRecord`] as the store keeps it: 32 bytes, the error shared
+/// with the record before when it is the same (a broken upstream fails
+/// the same way poll after poll). A recipe keeps up to
+/// [`POLLS_LISTED`] of them: at 10,000 recipes 6 MiB rather than 14.
+#[derive(Debug, Clone)]
+struct StoredPoll {
+    /// Seconds since the epoch (the precision `/recipes/{id}` shows).
+    at: u32,
+    tags_seen: u32,
+    matches: u32,
+    queued: u32,
+    /// `None` when it succeeded.
+    error: Option<Arc<str>>,
+}
+
+impl StoredPoll {
+    fn new(r: &PollRecord, before: Option<&StoredPoll>) -> StoredPoll {
+        let secs =
+            r.at.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+        let small = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let error = match (&r.error, before.and_then(|b| b.error.as_ref())) {
+            (Some(e), Some(prev)) if **prev == **e => Some(prev.clone()),
+            (Some(e), _) => Some(Arc::from(e.as_str())),
+            (None, _) => None,
+        };
+        StoredPoll {
+            at: u32::try_from(secs).unwrap_or(u32::MAX),
+            tags_seen: small(r.tags_seen),
+            matches: small(r.matches),
+            queued: small(r.queued),
+            error: error.filter(|_| !r.ok),
+        }
+    }
+
+    fn view(&self) -> PollRecord {
+        PollRecord {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(self.at.into()),
+            ok: self.error.is_none(),
+            error: self.error.as_deref().map(str::to_string),
+            tags_seen: self.tags_seen as usize,
+            matches: self.matches as usize,
+            queued: self.queued as usize,
+        }
+    }
+}
+
+/// What the store keeps of one recipe's polls, under one copy of its id:
+/// the last poll as `/status` shows it, the counters of `/metrics` and
+/// the history of `/recipes/{id}`.
+#[derive(Debug, Default)]
+struct RecipePolls {
+    last: PollInfo,
+    ok_total: u64,
+    error_total: u64,
+    last_success: Option<SystemTime>,
+    history: VecDeque<StoredPoll>,
+}
+
+/// `/status`'s `polls`: each recipe's last poll.
+struct LastPolls<'a>(&'a BTreeMap<String, RecipePolls>);
+
+impl Serialize for LastPolls<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(id, p)| (id, &p.last)))
+    }
 }
 
 /// One backoff entry, as `/status` and `/recipes/{id}` show it.
@@ -207,9 +277,7 @@ struct State {
     failures: BTreeMap<BuildKey, FailureRecord>,
     queue: Vec<QueuedBuild>,
     queue_depth: usize,
-    polls: BTreeMap<String, PollInfo>,
-    polls_total: BTreeMap<(String, PollResult), u64>,
-    last_poll_success: BTreeMap<String, SystemTime>,
+    polls: BTreeMap<String, RecipePolls>,
     webhooks_total: BTreeMap<(Forge, WebhookResult), u64>,
     notifications_total: BTreeMap<NotifyResult, u64>,
     control_actions_total: BTreeMap<ControlAction, u64>,
@@ -220,8 +288,7 @@ struct State {
     held: Option<String>,
     durations: Histogram,
     builds: Builds,
-    poll_history: BTreeMap<String, VecDeque<PollRecord>>,
-    published_versions: BTreeMap<String, Vec<String>>,
+    published_versions: BTreeMap<String, VersionList>,
     logs_dir: PathBuf,
     /// `[http].per_recipe_metrics`.
     per_recipe_metrics: bool,
@@ -283,8 +350,6 @@ impl Status {
                 queue: Vec::new(),
                 queue_depth: 0,
                 polls: BTreeMap::new(),
-                polls_total: BTreeMap::new(),
-                last_poll_success: BTreeMap::new(),
                 webhooks_total: Forge::ALL
                     .iter()
                     .flat_map(|f| WebhookResult::ALL.iter().map(|r| ((*f, *r), 0)))
@@ -298,7 +363,6 @@ impl Status {
                 held: None,
                 durations: Histogram::default(),
                 builds: Builds::new(DEFAULT_HISTORY_KEEP),
-                poll_history: BTreeMap::new(),
                 published_versions: BTreeMap::new(),
                 logs_dir: PathBuf::from("logs"),
                 per_recipe_metrics: true,
@@ -350,8 +414,6 @@ impl Status {
     pub fn set_roster(&self, recipes: Vec<String>, invalid: BTreeMap<String, String>) {
         self.update(|s| {
             s.polls.retain(|k, _| recipes.binary_search(k).is_ok());
-            s.poll_history
-                .retain(|k, _| recipes.binary_search(k).is_ok());
             self.events.publish(
                 EventKind::Reload,
                 &ReloadEvent {
@@ -579,10 +641,11 @@ impl Status {
     }
 
     /// Every recipe's versions in the index (any order).
-    pub fn set_published_versions(&self, mut versions: BTreeMap<String, Vec<String>>) {
-        for v in versions.values_mut() {
-            sort_newest_first(v);
-        }
+    pub fn set_published_versions(&self, versions: BTreeMap<String, Vec<String>>) {
+        let versions = versions
+            .into_iter()
+            .map(|(r, v)| (r, VersionList::new(v)))
+            .collect();
         self.update(|s| s.published_versions = versions);
     }
 
@@ -591,8 +654,9 @@ impl Status {
         self.update(|s| {
             let v = s.published_versions.entry(recipe.to_string()).or_default();
             if !v.iter().any(|x| x == version) {
-                v.push(version.to_string());
-                sort_newest_first(v);
+                let mut all: Vec<String> = v.iter().map(str::to_string).collect();
+                all.push(version.to_string());
+                *v = VersionList::new(all);
             }
         });
     }
@@ -649,21 +713,25 @@ impl Status {
                 matches: result.as_ref().map_or(0, |c| c.matches),
                 queued: result.as_ref().map_or(0, |c| c.queued),
             };
-            let p = s.polls.entry(recipe.to_string()).or_default();
-            p.last_at = Some(rfc3339(now));
-            let label = match result {
+            let p = match s.polls.get_mut(recipe) {
+                Some(p) => p,
+                None => s.polls.entry(recipe.to_string()).or_default(),
+            };
+            p.last.last_at = Some(now);
+            match result {
                 Ok(c) => {
-                    p.ok = true;
-                    p.tags_seen = c.tags_seen;
-                    p.error = None;
-                    PollResult::Ok
+                    p.last.ok = true;
+                    p.last.tags_seen = c.tags_seen;
+                    p.last.error = None;
+                    p.ok_total += 1;
+                    p.last_success = Some(now);
                 }
                 Err(e) => {
-                    p.ok = false;
-                    p.error = Some(e);
-                    PollResult::Error
+                    p.last.ok = false;
+                    p.last.error = Some(e);
+                    p.error_total += 1;
                 }
-            };
+            }
             self.events.publish(
                 EventKind::Poll,
                 &PollEvent {
@@ -671,24 +739,19 @@ impl Status {
                     poll: &record,
                 },
             );
-            let h = s.poll_history.entry(recipe.to_string()).or_default();
-            // Room doubles from one record up to exactly POLLS_LISTED (a
-            // VecDeque's own growth starts at 4 and ends at 32: 2.3 KiB
-            // per recipe instead of 1.4, 23 MiB on a farm of 10,000).
-            if h.len() == h.capacity() && h.len() < POLLS_LISTED {
-                let room = (h.len() * 2).clamp(1, POLLS_LISTED);
-                h.reserve_exact(room - h.len());
+            let h = &mut p.history;
+            // Room for exactly POLLS_LISTED at once: growing by doubling
+            // would leave the smaller blocks it outgrew scattered through
+            // the heap (3 MiB on a farm of 10,000), and a VecDeque's own
+            // growth would end at 32.
+            if h.capacity() < POLLS_LISTED {
+                h.reserve_exact(POLLS_LISTED - h.len());
             }
             if h.len() == POLLS_LISTED {
                 h.pop_back();
             }
-            h.push_front(record);
-            if label == PollResult::Ok {
-                s.last_poll_success.insert(recipe.to_string(), now);
-            }
-            *s.polls_total
-                .entry((recipe.to_string(), label))
-                .or_default() += 1;
+            let stored = StoredPoll::new(&record, h.front());
+            h.push_front(stored);
         });
     }
 
@@ -701,7 +764,11 @@ impl Status {
             {
                 return;
             }
-            s.polls.entry(recipe.to_string()).or_default().next_at = Some(rfc3339(at));
+            let p = match s.polls.get_mut(recipe) {
+                Some(p) => p,
+                None => s.polls.entry(recipe.to_string()).or_default(),
+            };
+            p.last.next_at = Some(at);
         });
     }
 
@@ -769,14 +836,14 @@ impl Status {
         };
         RecipeActivity {
             polls: s
-                .poll_history
+                .polls
                 .get(recipe)
-                .map(|h| h.iter().cloned().collect())
+                .map(|p| p.history.iter().map(StoredPoll::view).collect())
                 .unwrap_or_default(),
             published: s
                 .published_versions
                 .get(recipe)
-                .cloned()
+                .map(|v| v.iter().map(str::to_string).collect())
                 .unwrap_or_default(),
             failures: s
                 .failures
@@ -857,7 +924,7 @@ impl Status {
             queue: Vec<QueueView<'a>>,
             queue_depth: usize,
             invalid_recipes: &'a BTreeMap<String, String>,
-            polls: &'a BTreeMap<String, PollInfo>,
+            polls: LastPolls<'a>,
             published_packages: usize,
             repository_error: Option<&'a str>,
             sandbox: &'static str,
@@ -890,7 +957,7 @@ impl Status {
                 .collect(),
             queue_depth: s.queue_depth,
             invalid_recipes: &s.invalid,
-            polls: &s.polls,
+            polls: LastPolls(&s.polls),
             published_packages: s.published_packages,
             repository_error: s.repository_error.as_deref(),
             sandbox: s.sandbox,
@@ -1034,13 +1101,20 @@ impl Status {
                 "counter",
                 "Upstream polls, by recipe and result.",
             );
-            for ((r, res), n) in &s.polls_total {
-                let _ = writeln!(
-                    m,
-                    "farmhand_polls_total{{recipe=\"{}\",result=\"{}\"}} {n}",
-                    escape(r),
-                    res.as_str()
-                );
+            for (r, p) in &s.polls {
+                for (res, n) in [
+                    (PollResult::Ok, p.ok_total),
+                    (PollResult::Error, p.error_total),
+                ] {
+                    if n > 0 {
+                        let _ = writeln!(
+                            m,
+                            "farmhand_polls_total{{recipe=\"{}\",result=\"{}\"}} {n}",
+                            escape(r),
+                            res.as_str()
+                        );
+                    }
+                }
             }
             head(
                 &mut m,
@@ -1048,12 +1122,16 @@ impl Status {
                 "gauge",
                 "Time of the last successful poll, by recipe.",
             );
-            for (r, t) in &s.last_poll_success {
+            for (r, t) in s
+                .polls
+                .iter()
+                .filter_map(|(r, p)| Some((r, p.last_success?)))
+            {
                 let _ = writeln!(
                     m,
                     "farmhand_last_poll_success_timestamp_seconds{{recipe=\"{}\"}} {}",
                     escape(r),
-                    unix(*t)
+                    unix(t)
                 );
             }
         } else {
@@ -1065,10 +1143,12 @@ impl Status {
             );
             for res in [PollResult::Ok, PollResult::Error] {
                 let n: u64 = s
-                    .polls_total
-                    .iter()
-                    .filter(|((_, r), _)| *r == res)
-                    .map(|(_, n)| n)
+                    .polls
+                    .values()
+                    .map(|p| match res {
+                        PollResult::Ok => p.ok_total,
+                        PollResult::Error => p.error_total,
+                    })
                     .sum();
                 let _ = writeln!(m, "farmhand_polls_total{{result=\"{}\"}} {n}", res.as_str());
             }
@@ -1216,11 +1296,15 @@ impl Status {
             failures: s.failures.clone(),
             queue: s.queue.clone(),
             queue_depth: s.queue_depth,
-            polls: s.polls.clone(),
+            polls: s
+                .polls
+                .iter()
+                .map(|(id, p)| (id.clone(), p.last.clone()))
+                .collect(),
             newest_published: s
                 .published_versions
                 .iter()
-                .filter_map(|(r, v)| Some((r.clone(), v.first()?.clone())))
+                .filter_map(|(r, v)| Some((r.clone(), v.iter().next()?.to_string())))
                 .collect(),
             published_packages: s.published_packages,
             repository_error: s.repository_error.clone(),
@@ -1261,6 +1345,25 @@ pub fn escape(v: &str) -> String {
 }
 
 /// Sorts versions newest first by version ordering (unparsable ones last).
+/// A recipe's published versions, newest first, in one string (a line
+/// each: a version never holds a line break): one allocation per recipe
+/// instead of one per version, 1.4 MiB less on a farm of 10,000 recipes
+/// with three versions each.
+#[derive(Debug, Default)]
+struct VersionList(Box<str>);
+
+impl VersionList {
+    fn new(mut versions: Vec<String>) -> VersionList {
+        sort_newest_first(&mut versions);
+        VersionList(versions.join("\n").into_boxed_str())
+    }
+
+    /// Newest first.
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split('\n').filter(|v| !v.is_empty())
+    }
+}
+
 fn sort_newest_first(v: &mut [String]) {
     use crate::model::version::Version;
     v.sort_by(|a, b| match (Version::parse(a), Version::parse(b)) {
@@ -1312,6 +1415,43 @@ mod tests {
         assert_eq!(a.as_ptr(), st.json().as_ptr(), "cached while unchanged");
         st.webhook(Forge::Github, WebhookResult::Pong);
         assert_ne!(a.as_ptr(), st.json().as_ptr());
+    }
+
+    #[test]
+    fn a_recipe_keeps_its_last_twenty_polls_compactly() {
+        let st = Status::new("f");
+        st.set_roster(vec!["x".into()], BTreeMap::new());
+        for n in 0..25 {
+            let result = if n % 5 == 4 {
+                Ok(PollCounts {
+                    tags_seen: n,
+                    matches: 1,
+                    queued: 0,
+                })
+            } else {
+                Err("ls-remote failed: connection refused".to_string())
+            };
+            st.poll_finished("x", result);
+        }
+        let polls = st.recipe_activity("x").polls;
+        assert_eq!(polls.len(), POLLS_LISTED);
+        assert!(polls[0].ok && polls[0].tags_seen == 24 && polls[0].matches == 1);
+        assert!(!polls[1].ok);
+        assert_eq!(
+            polls[1].error.as_deref(),
+            Some("ls-remote failed: connection refused")
+        );
+        assert!(polls[0].error.is_none());
+        let age = SystemTime::now().duration_since(polls[0].at).unwrap();
+        assert!(age < Duration::from_secs(5), "{age:?}");
+        // Failures in a row share one copy of their error.
+        let s = st.lock();
+        let h = &s.polls["x"].history;
+        assert!(Arc::ptr_eq(
+            h[1].error.as_ref().unwrap(),
+            h[2].error.as_ref().unwrap()
+        ));
+        assert_eq!(std::mem::size_of::<StoredPoll>(), 32);
     }
 
     #[test]

@@ -210,7 +210,13 @@ pub async fn poll_all_once(
     while set.join_next().await.is_some() {}
 }
 
+/// A recipe id as the scheduler's tables hold it: one copy per recipe,
+/// shared by the table of entries, the timetable and the line.
+type Id = Arc<str>;
+
 struct Entry {
+    /// The recipe's id (the key it is filed under).
+    id: Id,
     recipe: Arc<Recipe>,
     due: Option<Instant>,
     /// `due` is a point of the recipe's slot grid (not a first poll or a
@@ -232,6 +238,7 @@ struct Entry {
 impl Entry {
     fn new(recipe: Arc<Recipe>, due: Instant) -> Entry {
         Entry {
+            id: Id::from(recipe.id.as_str()),
             recipe,
             due: Some(due),
             due_on_grid: false,
@@ -249,7 +256,7 @@ impl Entry {
 /// entries, not 1,000 parked tasks).
 struct Slots {
     free: usize,
-    line: std::collections::VecDeque<String>,
+    line: std::collections::VecDeque<Id>,
 }
 
 /// The daemon's poll scheduler.
@@ -281,9 +288,9 @@ impl Scheduler {
             free: self.concurrency,
             line: Default::default(),
         };
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
-        let mut entries: HashMap<String, Entry> = HashMap::new();
-        let mut due: BTreeSet<(Instant, String)> = BTreeSet::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Id>();
+        let mut entries: HashMap<Id, Entry> = HashMap::new();
+        let mut due: BTreeSet<(Instant, Id)> = BTreeSet::new();
         let mut heartbeat = tokio::time::interval(Health::BEAT);
         let mut tasks = tokio::task::JoinSet::new();
 
@@ -291,8 +298,9 @@ impl Scheduler {
         let now = Instant::now();
         let mut grid = Grid::new(now, &roster);
         for r in roster.recipes.values().filter(|r| r.is_watched()) {
-            entries.insert(r.id.clone(), Entry::new(r.clone(), now));
-            due.insert((now, r.id.clone()));
+            let e = Entry::new(r.clone(), now);
+            due.insert((now, e.id.clone()));
+            entries.insert(e.id.clone(), e);
         }
 
         // Test-only fault hook (debug builds only): wedge this loop after N
@@ -326,7 +334,7 @@ impl Scheduler {
                             } else if e.running {
                                 e.again.get_or_insert(Trigger::Poll);
                             } else {
-                                self.start(&id, e, Trigger::Poll, &mut slots, &done_tx, &mut tasks);
+                                self.start(e, Trigger::Poll, &mut slots, &done_tx, &mut tasks);
                             }
                         }
                     }
@@ -334,14 +342,14 @@ impl Scheduler {
                 Some(req) = self.requests.recv() => {
                     if self.is_paused(&req.recipe) {
                         debug!(recipe = %req.recipe, source = req.trigger.as_str(), "poll request dropped (recipe paused)");
-                    } else if let Some(e) = entries.get_mut(&req.recipe) {
+                    } else if let Some(e) = entries.get_mut(req.recipe.as_str()) {
                         if e.running {
                             // Coalesce: poll once more when the running poll ends.
                             e.again = Some(req.trigger);
                         } else {
-                            if let Some(t) = e.due.take() { due.remove(&(t, req.recipe.clone())); }
+                            if let Some(t) = e.due.take() { due.remove(&(t, e.id.clone())); }
                             e.fired = None;
-                            self.start(&req.recipe, e, req.trigger, &mut slots, &done_tx, &mut tasks);
+                            self.start(e, req.trigger, &mut slots, &done_tx, &mut tasks);
                         }
                     }
                 }
@@ -350,7 +358,7 @@ impl Scheduler {
                     if let Some(e) = entries.get_mut(&id) {
                         e.running = false;
                         match e.again.take().filter(|_| !self.is_paused(&id)) {
-                            Some(trigger) => self.start(&id, e, trigger, &mut slots, &done_tx, &mut tasks),
+                            Some(trigger) => self.start(e, trigger, &mut slots, &done_tx, &mut tasks),
                             None => self.schedule_next(&id, e, &mut due, &grid),
                         }
                     }
@@ -360,13 +368,13 @@ impl Scheduler {
                     let roster = self.roster.borrow_and_update().clone();
                     grid.resize(&roster);
                     entries.retain(|id, e| {
-                        let keep = roster.recipes.get(id).is_some_and(|r| r.is_watched());
+                        let keep = roster.recipes.get(&**id).is_some_and(|r| r.is_watched());
                         if !keep { if let Some(t) = e.due { due.remove(&(t, id.clone())); } }
                         keep
                     });
                     let now = Instant::now();
                     for r in roster.recipes.values().filter(|r| r.is_watched()) {
-                        match entries.get_mut(&r.id) {
+                        match entries.get_mut(r.id.as_str()) {
                             Some(e) => {
                                 let changed = e.recipe.differs_for_polling(r);
                                 e.recipe = r.clone();
@@ -374,15 +382,16 @@ impl Scheduler {
                                     if e.running {
                                         e.again = Some(Trigger::Poll);
                                     } else {
-                                        if let Some(t) = e.due.replace(now) { due.remove(&(t, r.id.clone())); }
+                                        if let Some(t) = e.due.replace(now) { due.remove(&(t, e.id.clone())); }
                                         e.due_on_grid = false;
-                                        due.insert((now, r.id.clone()));
+                                        due.insert((now, e.id.clone()));
                                     }
                                 }
                             }
                             None => {
-                                entries.insert(r.id.clone(), Entry::new(r.clone(), now));
-                                due.insert((now, r.id.clone()));
+                                let e = Entry::new(r.clone(), now);
+                                due.insert((now, e.id.clone()));
+                                entries.insert(e.id.clone(), e);
                             }
                         }
                     }
@@ -399,7 +408,7 @@ impl Scheduler {
                 if let Some(e) = entries.get_mut(&id) {
                     if let Some(trigger) = e.waiting.take() {
                         slots.free -= 1;
-                        self.spawn(&id, e, trigger, &done_tx, &mut tasks);
+                        self.spawn(e, trigger, &done_tx, &mut tasks);
                     }
                 }
             }
@@ -417,7 +426,7 @@ impl Scheduler {
         &self,
         id: &str,
         e: &mut Entry,
-        due: &mut BTreeSet<(Instant, String)>,
+        due: &mut BTreeSet<(Instant, Id)>,
         grid: &Grid,
     ) {
         let now = Instant::now();
@@ -429,40 +438,38 @@ impl Scheduler {
             now,
         );
         if let Some(old) = e.due.replace(at) {
-            due.remove(&(old, id.to_string()));
+            due.remove(&(old, e.id.clone()));
         }
         e.due_on_grid = true;
-        due.insert((at, id.to_string()));
+        due.insert((at, e.id.clone()));
         self.status
             .poll_scheduled(id, SystemTime::now() + at.saturating_duration_since(now));
     }
 
-    /// Starts a poll of `id` now if a slot is free, else puts it in line.
+    /// Starts a poll of `e` now if a slot is free, else puts it in line.
     fn start(
         &self,
-        id: &str,
         e: &mut Entry,
         trigger: Trigger,
         slots: &mut Slots,
-        done: &mpsc::UnboundedSender<String>,
+        done: &mpsc::UnboundedSender<Id>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) {
         e.running = true;
         if slots.free > 0 {
             slots.free -= 1;
-            self.spawn(id, e, trigger, done, tasks);
+            self.spawn(e, trigger, done, tasks);
         } else {
             e.waiting = Some(trigger);
-            slots.line.push_back(id.to_string());
+            slots.line.push_back(e.id.clone());
         }
     }
 
     fn spawn(
         &self,
-        id: &str,
         e: &mut Entry,
         trigger: Trigger,
-        done: &mpsc::UnboundedSender<String>,
+        done: &mpsc::UnboundedSender<Id>,
         tasks: &mut tokio::task::JoinSet<()>,
     ) {
         e.started = Instant::now();
@@ -473,7 +480,7 @@ impl Scheduler {
             self.status.clone(),
             self.cancel.clone(),
             self.timeout,
-            id.to_string(),
+            e.id.clone(),
         );
         tasks.spawn(async move {
             let _ = poll_recipe(recipe, trigger, timeout, &worker, &*status, &cancel).await;

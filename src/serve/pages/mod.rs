@@ -302,11 +302,7 @@ pub fn recipe(status: &Status, roster: &Roster, doc: &RecipeDoc) -> Response<Byt
         .get(doc.id.as_str())
         .copied()
         .unwrap_or(view::RecipeState::Idle);
-    let next_poll = snap
-        .polls
-        .get(&doc.id)
-        .and_then(|p| p.next_at.as_deref())
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+    let next_poll = snap.polls.get(&doc.id).and_then(|p| p.next_at);
     let page = view::RecipePage::new(
         &snap.farm_id,
         doc,

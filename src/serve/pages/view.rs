@@ -541,9 +541,9 @@ impl Overview {
                         .copied()
                         .unwrap_or(RecipeState::Idle),
                     published: s.newest_published.get(id).cloned(),
-                    last_poll: poll.and_then(|p| p.last_at.as_deref()).and_then(parse_time),
+                    last_poll: poll.and_then(|p| p.last_at),
                     poll_ok: poll.and_then(|p| p.last_at.as_ref().map(|_| p.ok)),
-                    next_poll: poll.and_then(|p| p.next_at.as_deref()).and_then(parse_time),
+                    next_poll: poll.and_then(|p| p.next_at),
                     webhook: roster.recipes.get(id).is_some_and(|r| r.watch.webhook),
                     paused,
                     actions: recipe_actions(recipe.map(|r| &**r), paused),
