@@ -386,8 +386,10 @@
 
     // The token form, and what shows instead once a token is kept.
     function makeForm() {
-      slot = document.getElementById('control');
-      if (!slot || !window.fetch) { return; }
+      var place = document.getElementById('control');
+      // No form where the control API is off: every request would be 403.
+      if (!place || !window.fetch || document.body.getAttribute('data-control') !== 'on') { return; }
+      slot = place;
       var form = el('form', { id: 'control-form', 'class': 'control-form', 'aria-label': 'Control' });
       form.appendChild(el('label', { 'for': 'control-token' }, 'Control token'));
       // No name: the token never goes into a URL, even if the form were

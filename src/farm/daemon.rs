@@ -474,6 +474,7 @@ async fn prepare(cfg: Config, mode: &str) -> Result<Farm, Fatal> {
         Arc::new(EventBus::new(cfg.http.max_event_clients)),
     ));
     status.set_per_recipe_metrics(cfg.http.per_recipe_metrics);
+    status.set_control_api(cfg.http.control_token_file.is_some());
     let history = open_history(&cfg, &settings, &status).await?;
     status.set_sandbox(if settings.sandbox.is_some() {
         "bwrap"

@@ -292,6 +292,8 @@ struct State {
     logs_dir: PathBuf,
     /// `[http].per_recipe_metrics`.
     per_recipe_metrics: bool,
+    /// The control API is on (`[http].control_token_file` is set).
+    control_api: bool,
 }
 
 /// The shared status.
@@ -366,6 +368,7 @@ impl Status {
                 published_versions: BTreeMap::new(),
                 logs_dir: PathBuf::from("logs"),
                 per_recipe_metrics: true,
+                control_api: false,
             }),
             generation: AtomicU64::new(1),
             cache: Mutex::new(Cache::default()),
@@ -671,6 +674,17 @@ impl Status {
     /// are counted for the whole farm.
     pub fn set_per_recipe_metrics(&self, on: bool) {
         self.update(|s| s.per_recipe_metrics = on);
+    }
+
+    /// Whether the control API is on (`[http].control_token_file` is
+    /// set), so pages offer the control token form.
+    pub fn set_control_api(&self, on: bool) {
+        self.update(|s| s.control_api = on);
+    }
+
+    /// See [`Status::set_control_api`].
+    pub fn control_api(&self) -> bool {
+        self.lock().control_api
     }
 
     /// The build sandbox in force: `bwrap` or `none`.
@@ -1267,6 +1281,8 @@ pub struct Snapshot {
     pub sandbox: &'static str,
     /// The most recent finished builds, newest first (at most `recent`).
     pub recent: Vec<BuildSummary>,
+    /// The control API is on.
+    pub control: bool,
 }
 
 impl Status {
@@ -1318,6 +1334,7 @@ impl Status {
                 .take(recent)
                 .map(BuildSummary::from)
                 .collect(),
+            control: s.control_api,
         }
     }
 

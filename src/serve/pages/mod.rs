@@ -284,7 +284,7 @@ pub async fn build(status: &Status, doc: &BuildDetail) -> Response<Bytes> {
     let id = doc.summary.id;
     let (log, truncated) = log_tail(status, id, LOG_BYTES, usize::MAX).await;
     let farm_id = status.farm_id();
-    let page = view::BuildPage::new(
+    let mut page = view::BuildPage::new(
         &farm_id,
         doc,
         status.build_neighbours(id),
@@ -292,6 +292,7 @@ pub async fn build(status: &Status, doc: &BuildDetail) -> Response<Bytes> {
         truncated,
         SystemTime::now(),
     );
+    page.control = status.control_api();
     html(StatusCode::OK, templates::build(&page))
 }
 
@@ -303,7 +304,7 @@ pub fn recipe(status: &Status, roster: &Roster, doc: &RecipeDoc) -> Response<Byt
         .copied()
         .unwrap_or(view::RecipeState::Idle);
     let next_poll = snap.polls.get(&doc.id).and_then(|p| p.next_at);
-    let page = view::RecipePage::new(
+    let mut page = view::RecipePage::new(
         &snap.farm_id,
         doc,
         roster.recipes.get(&doc.id).map(|r| &**r),
@@ -311,6 +312,7 @@ pub fn recipe(status: &Status, roster: &Roster, doc: &RecipeDoc) -> Response<Byt
         next_poll,
         SystemTime::now(),
     );
+    page.control = snap.control;
     html(StatusCode::OK, templates::recipe(&page))
 }
 

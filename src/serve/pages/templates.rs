@@ -164,7 +164,7 @@ fn layout(title: &str, farm_id: &str, page: &str, live: Live, content: Markup) -
                 script src=(assets::js_url()) defer {}
             }
             body data-page=(page) data-building=(if live.building { "1" } else { "0" })
-                data-now=(millis(live.now)) {
+                data-now=(millis(live.now)) data-control=(if live.control { "on" } else { "off" }) {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     nav aria-label="Farm" {
@@ -175,9 +175,16 @@ fn layout(title: &str, farm_id: &str, page: &str, live: Live, content: Markup) -
                         span #live-state { "Server-rendered at " (rfc3339(live.now)) }
                     }
                     // The control token form (section 15 of the design):
-                    // made and shown by the script; without JavaScript the
-                    // page is read-only.
-                    div #control .control hidden {}
+                    // made and shown by the script when the control API
+                    // is on; without JavaScript the page is read-only.
+                    @if live.control {
+                        div #control .control hidden {}
+                    } @else {
+                        p #control-off .control-off
+                            title="Set [http].control_token_file to act on the farm from these pages" {
+                            "Read-only"
+                        }
+                    }
                 }
                 div #banner .banner role="alert" hidden {
                     "The daemon cannot be reached. The figures below may be out of date; retrying…"
@@ -201,6 +208,8 @@ fn layout(title: &str, farm_id: &str, page: &str, live: Live, content: Markup) -
 struct Live {
     building: bool,
     now: SystemTime,
+    /// The control API is on: the script makes the token form.
+    control: bool,
 }
 
 fn phase_list(phases: &[PhaseRow]) -> Markup {
@@ -490,6 +499,7 @@ pub fn overview(o: &Overview) -> Markup {
         Live {
             building: o.running.is_some(),
             now,
+            control: o.control,
         },
         content,
     )
@@ -570,6 +580,7 @@ pub fn build(p: &BuildPage) -> Markup {
         Live {
             building: running,
             now,
+            control: p.control,
         },
         content,
     )
@@ -666,7 +677,18 @@ pub fn recipe(p: &RecipePage) -> Markup {
         }
     };
     let building = p.state == RecipeState::Building;
-    layout(&p.id, &p.farm_id, "recipe", Live { building, now }, content)
+    let control = p.control;
+    layout(
+        &p.id,
+        &p.farm_id,
+        "recipe",
+        Live {
+            building,
+            now,
+            control,
+        },
+        content,
+    )
 }
 
 /// A page for an unknown build or recipe (served with 404).
@@ -678,6 +700,7 @@ pub fn not_found(farm_id: &str, what: &str) -> Markup {
         Live {
             building: false,
             now: SystemTime::now(),
+            control: false,
         },
         html! {
             h1 { "Not found" }
@@ -772,6 +795,7 @@ mod tests {
                 build(2, BuildState::Failed),
                 build(1, BuildState::Succeeded),
             ],
+            control: true,
         }
     }
 
@@ -885,6 +909,13 @@ mod tests {
             slot.split("</div>").next().unwrap().ends_with(" hidden>"),
             "the token form's slot is empty and hidden: {slot}"
         );
+        assert!(page.contains("data-control=\"on\"") && !page.contains("Read-only"));
+        // With the control API off: no slot for the form, and it says so.
+        let mut off = o.clone();
+        off.control = false;
+        let page = super::overview(&off).into_string();
+        assert!(!page.contains("id=\"control\"") && page.contains(">Read-only</p>"));
+        assert!(page.contains("data-control=\"off\""));
 
         // A running build's page offers cancel; a finished one's does not.
         let running = view::BuildPage::new(

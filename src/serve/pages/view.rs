@@ -211,6 +211,8 @@ pub struct RecipeRow {
 pub struct Overview {
     /// The farm's id.
     pub farm_id: String,
+    /// The control API is on: the page offers the token form.
+    pub control: bool,
     /// farmhand's version.
     pub version: &'static str,
     /// When the daemon started.
@@ -258,6 +260,8 @@ pub struct Overview {
 pub struct BuildPage {
     /// The farm's id.
     pub farm_id: String,
+    /// The control API is on: the page offers the token form.
+    pub control: bool,
     /// When this page was made.
     pub now: SystemTime,
     /// The build.
@@ -325,6 +329,8 @@ pub struct Settings {
 pub struct RecipePage {
     /// The farm's id.
     pub farm_id: String,
+    /// The control API is on: the page offers the token form.
+    pub control: bool,
     /// When this page was made.
     pub now: SystemTime,
     /// The recipe id.
@@ -553,6 +559,7 @@ impl Overview {
         recipes.sort_by(|a, b| a.id.cmp(&b.id));
         Overview {
             farm_id: s.farm_id.clone(),
+            control: s.control,
             version: env!("CARGO_PKG_VERSION"),
             started_at: s.started_at,
             now,
@@ -614,6 +621,7 @@ impl BuildPage {
         }
         BuildPage {
             farm_id: farm_id.to_string(),
+            control: false,
             now,
             phases: timeline(d, now),
             build,
@@ -670,6 +678,7 @@ impl RecipePage {
         let a = &doc.activity;
         RecipePage {
             farm_id: farm_id.to_string(),
+            control: false,
             now,
             id: doc.id.clone(),
             state: if doc.paused && state != RecipeState::Building {
