@@ -33,4 +33,5 @@ python3 bench/events.py | grep '^|'
 # Scale on one host: 1,000 then 10,000 recipes with their own upstreams.
 RECIPES=1000 python3 bench/scale.py | grep '^|' | head -2 | tail -1
 python3 bench/scale.py | grep '^|'
+python3 bench/steady_memory.py | grep '^|'
 python3 bench/poll_spread.py | grep '^|'
