@@ -946,14 +946,19 @@ async fn kill_strays() -> usize {
 /// the group kill and the stray sweep reach everything it started.
 #[allow(unsafe_code)]
 fn new_session(cmd: &mut Command) {
+    // The limit on open files as the daemon found it (read here, before
+    // the fork), not as its HTTP server raised it.
+    let nofile = crate::host::rlimit::as_found();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only setsid(2), which is async-signal-safe; it allocates nothing and
-    // touches no lock.
+    // only setsid(2) and setrlimit(2), which are async-signal-safe; it
+    // allocates nothing and touches no lock.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            match nofile {
+                Some(found) => crate::host::rlimit::restore_nofile(found),
+                None => Ok(()),
+            }
         });
     }
 }

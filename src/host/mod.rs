@@ -11,5 +11,7 @@ pub mod keys;
 pub mod logging;
 /// The allocator's settings (one arena, a fixed mmap threshold).
 pub mod memory;
+/// The limit on open files: raised for the daemon, as found for builds.
+pub mod rlimit;
 /// sd-notify, the watchdog and socket activation.
 pub mod systemd;

@@ -150,18 +150,10 @@ impl Caps {
 
 /// Raises the soft limit on open files to the hard limit; returns the soft
 /// limit in force afterwards. Called by [`crate::serve::http::serve`]
-/// before it sizes its [`Caps`].
+/// before it sizes its [`Caps`]; builds still get the limit as found
+/// ([`crate::host::rlimit`]).
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft >= hard {
-        return Ok(soft);
-    }
-    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-        Ok(()) => Ok(hard),
-        // An unlimited hard limit may still exceed the kernel's nr_open.
-        Err(_) => Ok(soft),
-    }
+    crate::host::rlimit::raise_nofile()
 }
 
 /// True for `accept` errors that say the process or system is out of

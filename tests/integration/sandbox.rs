@@ -283,3 +283,59 @@ fn no_network_without_a_working_sandbox_is_refused_not_ignored() {
         "{err}"
     );
 }
+
+/// The soft and hard "Max open files" of process `pid` (`self` for this
+/// one), from /proc.
+fn nofile_limits(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut f = line["Max open files".len()..].split_whitespace();
+    (f.next().unwrap().to_string(), f.next().unwrap().to_string())
+}
+
+#[test]
+fn builds_get_the_open_file_limit_the_daemon_was_started_with() {
+    let (_, hard) = nofile_limits("self");
+    assert!(
+        hard == "unlimited" || hard.parse::<u64>().unwrap() > 512,
+        "the hard limit ({hard}) leaves room to raise a soft limit of 512"
+    );
+    for sandbox in ["none", "auto"] {
+        let mut farm = Farm::new();
+        farm.http = true;
+        farm.write_config(&format!("[build]\nsandbox = \"{sandbox}\"\n"));
+        let up = Upstream::new(&farm.root.join("up"));
+        up.release("v1.0.0");
+        let s = "#!/bin/sh\necho \"ATTEMPT nofile: $(ulimit -Sn)\"\n";
+        farm.simple_recipe("limits", &up, s, "");
+        // Started with a soft limit of 512, as a shell or unit may start it.
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("ulimit -Sn 512; exec \"$0\" --config \"$1\" --log-format logfmt")
+            .arg(bin())
+            .arg(farm.config_path());
+        let d = Daemon::spawn(&mut cmd);
+        d.wait_log_field("webhook server listening", "addr", Duration::from_secs(20));
+        d.wait_event(
+            "build + publish complete",
+            &[("recipe", "limits")],
+            Duration::from_secs(60),
+        );
+        // The daemon raised its own soft limit for its HTTP server...
+        let (soft, hard) = nofile_limits(&d.child.id().to_string());
+        assert_eq!(
+            soft, hard,
+            "sandbox {sandbox}: the daemon's soft limit is raised"
+        );
+        // ...and the build got the one it was started with.
+        let build_log = read_logs(&farm, "limits", &d.logs());
+        assert_eq!(
+            outcome(&build_log, "nofile"),
+            "512",
+            "sandbox {sandbox}:\n{build_log}"
+        );
+    }
+}
