@@ -282,11 +282,21 @@ pub fn log_attempt(log: &Path) -> Option<u32> {
 /// Returns the compressed file; a missing log is `NotFound`.
 pub fn finish_log(log: &Path) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
+    // Neither a link nor a FIFO put in its place (by a build that runs
+    // unsandboxed) may stop or redirect the daemon: no link is followed,
+    // no open waits for a writer, and only a regular file is read.
     let plain = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(log)?;
-    let size = plain.metadata()?.len();
+    let meta = plain.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", log.display()),
+        ));
+    }
+    let size = meta.len();
     let dir = log.parent().unwrap_or_else(|| Path::new("."));
     let mut name = log.file_name().unwrap_or_default().to_os_string();
     name.push(".zst");
@@ -1012,6 +1022,21 @@ mod tests {
         ] {
             assert_eq!(parse_log_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_in_place_of_a_log_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("1.0-1.1.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Without O_NONBLOCK this open would wait for a writer for ever.
+        let e = finish_log(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(fifo.exists(), "left where it is");
+        let link = dir.path().join("1.0-1.2.log");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        assert!(finish_log(&link).is_err());
+        assert!(!dir.path().join("1.0-1.2.log.zst").exists());
     }
 
     #[test]
