@@ -25,6 +25,7 @@ use tracing::warn;
 use crate::model::build::BuildState;
 use crate::model::history::BuildRecord;
 use crate::model::name::is_safe_component;
+use crate::model::notify::Outcome;
 
 /// The error of a build the daemon stopped in the middle of (a crash, a
 /// SIGKILL, a power cut): recorded at the next start.
@@ -49,6 +50,9 @@ pub struct History {
     /// The newest segment, open for appending, and its length.
     file: Option<(File, u64)>,
     next_id: u64,
+    /// How each recipe's last finished build (succeeded or failed) ended,
+    /// as found at start; taken by the worker.
+    last_outcomes: HashMap<String, Outcome>,
 }
 
 /// What the history held at start.
@@ -96,6 +100,7 @@ impl History {
             segments: VecDeque::new(),
             file: None,
             next_id: 1,
+            last_outcomes: HashMap::new(),
         };
         let mut loaded = Loaded::default();
         let mut finished: Vec<BuildRecord> = Vec::new();
@@ -143,10 +148,26 @@ impl History {
         }
         h.drop_old()?;
         finished.sort_by_key(|r| r.id);
+        for r in &finished {
+            let outcome = match r.state {
+                BuildState::Succeeded => Outcome::Succeeded,
+                BuildState::Failed => Outcome::Failed,
+                BuildState::Running | BuildState::Cancelled => continue,
+            };
+            h.last_outcomes.insert(r.recipe.clone(), outcome);
+        }
         let excess = finished.len().saturating_sub(keep);
         finished.drain(..excess);
         loaded.records = finished;
         Ok((h, loaded))
+    }
+
+    /// How each recipe's last finished build ended (cancelled builds
+    /// aside), as the history held it at start; empty after the first
+    /// call. The notifications' `failed` and `recovered` compare with it,
+    /// so a restart neither repeats a `failed` nor misses a `recovered`.
+    pub fn take_last_outcomes(&mut self) -> HashMap<String, Outcome> {
+        std::mem::take(&mut self.last_outcomes)
     }
 
     /// The id the next build gets: one more than any the history holds.

@@ -215,9 +215,12 @@ impl Worker {
             roster,
             polls,
             shutdown,
-            history,
+            mut history,
             notify,
         } = setup;
+        // Notifications compare with how each recipe's last build ended,
+        // across restarts.
+        let last_outcome = history.take_last_outcomes();
         let mut queue = BuildQueue::new();
         let (repo, held) = match repo {
             RepoAtStart::Open(repo) => {
@@ -271,7 +274,7 @@ impl Worker {
             kill: CancellationToken::new(),
             stop: None,
             notify,
-            last_outcome: HashMap::new(),
+            last_outcome,
         }
     }
 

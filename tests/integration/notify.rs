@@ -523,3 +523,55 @@ fn the_command_form_gets_the_json_on_stdin() {
         "{failed}"
     );
 }
+
+#[test]
+fn a_restart_neither_repeats_failed_nor_misses_recovered() {
+    let farm = Farm::new();
+    let out = farm.root.join("notified.jsonl");
+    farm.write_config(&format!(
+        "[[notify]]\non = [\"failed\", \"recovered\"]\ncommand = [\"sh\", \"-c\", \"cat >> '{}'; echo >> '{}'\"]\n",
+        out.display(),
+        out.display()
+    ));
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    let broken = "#!/bin/sh\nexit 7\n";
+    let fixed = "#!/bin/sh\nmkdir -p \"$DESTDIR/x\"\necho hi > \"$DESTDIR/x/y\"\n";
+    farm.simple_recipe("app", &up, broken, "");
+    let events = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let d: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    d["event"].as_str().unwrap().to_string(),
+                    d["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // Each run is a separate process: what it knows of the last build
+    // comes from the history.
+    let log = farm.once_ok();
+    assert_eq!(events(), [("failed".into(), "1.0.0-1".into())], "{log}");
+    up.release("v1.0.1");
+    let log = farm.once_ok();
+    assert_eq!(
+        events(),
+        [("failed".into(), "1.0.0-1".into())],
+        "the second failure in a row says nothing, restart or not:\n{log}"
+    );
+    farm.simple_recipe("app", &up, fixed, "");
+    up.release("v1.0.2");
+    let log = farm.once_ok();
+    assert_eq!(
+        events(),
+        [
+            ("failed".into(), "1.0.0-1".into()),
+            ("recovered".into(), "1.0.2-1".into())
+        ],
+        "{log}"
+    );
+}
