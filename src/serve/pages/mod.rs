@@ -69,34 +69,13 @@ fn html(code: StatusCode, markup: maud::Markup) -> Response<Bytes> {
     r
 }
 
-/// The value of `key` in a query string, percent-decoded (`+` is a space).
+/// The value of `key` in a query string, decoded as a browser's form
+/// encodes it (`%XX` escapes, `+` for a space; invalid UTF-8 shows as
+/// U+FFFD).
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    let value = query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == key)?
-        .1;
-    let mut out = Vec::with_capacity(value.len());
-    let b = value.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The end of a log: the last whole lines of `buf` (at most `lines`),
