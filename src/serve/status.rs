@@ -161,6 +161,8 @@ struct RecipePolls {
     ok_total: u64,
     error_total: u64,
     last_success: Option<SystemTime>,
+    /// Tags the upstream listed at the last successful poll.
+    tags_seen: u32,
     /// Newest first; the first is the last poll.
     history: VecDeque<StoredPoll>,
 }
@@ -172,7 +174,7 @@ impl RecipePolls {
         PollInfo {
             last_at: last.map(|p| SystemTime::UNIX_EPOCH + Duration::from_secs(p.at.into())),
             ok: last.is_some_and(|p| p.error.is_none()),
-            tags_seen: last.map_or(0, |p| p.tags_seen as usize),
+            tags_seen: self.tags_seen as usize,
             next_at: self.next_at,
             error: last.and_then(|p| p.error.as_deref().cloned()),
         }
@@ -748,9 +750,10 @@ impl Status {
                 Some(p) => p,
                 None => s.polls.entry(recipe.to_string()).or_default(),
             };
-            if result.is_ok() {
+            if let Ok(c) = &result {
                 p.ok_total += 1;
                 p.last_success = Some(now);
+                p.tags_seen = u32::try_from(c.tags_seen).unwrap_or(u32::MAX);
             } else {
                 p.error_total += 1;
             }
@@ -1477,6 +1480,13 @@ mod tests {
             h[2].error.as_ref().unwrap()
         ));
         assert_eq!(std::mem::size_of::<StoredPoll>(), 24);
+        drop(s);
+        // /status: the last poll failed; tags_seen is the last success's.
+        st.poll_finished("x", Err("gone".into()));
+        let j: serde_json::Value = serde_json::from_slice(&st.json()).unwrap();
+        assert_eq!(j["polls"]["x"]["ok"], false);
+        assert_eq!(j["polls"]["x"]["error"], "gone");
+        assert_eq!(j["polls"]["x"]["tags_seen"], 24);
     }
 
     #[test]
