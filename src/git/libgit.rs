@@ -1116,6 +1116,29 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    /// `dir/app`: a repository with a `main.c` and `sub` as a submodule
+    /// at `path`, committed and tagged `tag`.
+    fn app_with_submodule(dir: &Path, sub: &Path, path: &str, tag: &str) -> PathBuf {
+        let app = dir.join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        git(&app, &["init", "-q", "-b", "main"]);
+        std::fs::write(app.join("main.c"), "int main(){}\n").unwrap();
+        let sub = sub.to_str().unwrap();
+        let add = [
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            sub,
+            path,
+        ];
+        git(&app, &add);
+        git(&app, &["commit", "-q", "-m", "app"]);
+        git(&app, &["tag", tag]);
+        app
+    }
+
     fn git(dir: &Path, args: &[&str]) {
         let out = Command::new("git")
             .args(args)
@@ -1229,24 +1252,7 @@ mod tests {
         std::fs::write(lib.join("lib.c"), "int x;\n").unwrap();
         git(&lib, &["add", "-A"]);
         git(&lib, &["commit", "-q", "-m", "lib"]);
-        let app = t.path().join("app");
-        std::fs::create_dir_all(&app).unwrap();
-        git(&app, &["init", "-q", "-b", "main"]);
-        std::fs::write(app.join("main.c"), "int main(){}\n").unwrap();
-        git(
-            &app,
-            &[
-                "-c",
-                "protocol.file.allow=always",
-                "submodule",
-                "add",
-                "-q",
-                lib.to_str().unwrap(),
-                "vendor/lib",
-            ],
-        );
-        git(&app, &["commit", "-q", "-m", "app"]);
-        git(&app, &["tag", "v2.0"]);
+        let app = app_with_submodule(t.path(), &lib, "vendor/lib", "v2.0");
         let url = app.to_str().unwrap();
         let abort = Abort::new();
         let cache = t.path().join("cache").join(cache_name(url));
@@ -1563,23 +1569,7 @@ mod tests {
         std::fs::write(other.join("secret"), "s\n").unwrap();
         git(&other, &["add", "-A"]);
         git(&other, &["commit", "-q", "-m", "secret"]);
-        let app = t.path().join("app");
-        std::fs::create_dir_all(&app).unwrap();
-        git(&app, &["init", "-q", "-b", "main"]);
-        git(
-            &app,
-            &[
-                "-c",
-                "protocol.file.allow=always",
-                "submodule",
-                "add",
-                "-q",
-                other.to_str().unwrap(),
-                "vendor/x",
-            ],
-        );
-        git(&app, &["commit", "-q", "-m", "app"]);
-        git(&app, &["tag", "v1"]);
+        let app = app_with_submodule(t.path(), &other, "vendor/x", "v1");
         let url = app.to_str().unwrap();
         let e = fetch_tag(
             &state.join("git").join(cache_name(url)),
