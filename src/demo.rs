@@ -96,7 +96,11 @@ pub async fn run(dir: &Path, addr: &str) -> Result<(), Fatal> {
              \x20 new tag:   git -C {dir}/upstream tag v1.3.0 && kill -HUP {pid}   (or wait for the 1m poll)\n\
              \x20 webhook:   body='{{\"repository\":{{\"clone_url\":\"{up}\"}}}}'; \\\n\
              \x20            curl -H \"X-GitHub-Event: push\" -H \"X-Hub-Signature-256: sha256=$(printf %s \"$body\" | openssl dgst -sha256 -hmac '{secret}' | sed 's/.* //')\" -d \"$body\" http://{addr}/webhooks/github\n\
+             \x20 control:   {exe} ctl --url http://{addr} --token-file {dir}/control-token pause greet\n\
+             \x20            (and resume, poll, status, builds, events: {exe} ctl --help)\n\
+             \x20            in the console: paste the token in {dir}/control-token into the Control token field\n\
              \x20 stop:      Ctrl-C\n",
+            exe = std::env::current_exe().map_or_else(|_| "farmhand".into(), |p| p.display().to_string()),
             dir = dir.display(),
             up = dir.join("upstream").display(),
             secret = secret.trim(),
@@ -128,13 +132,19 @@ pub fn create(dir: &Path, addr: &str) -> anyhow::Result<std::path::PathBuf> {
 
     let mut seed = [0u8; 32];
     let mut secret = [0u8; 16];
+    let mut token = [0u8; 32];
     let mut urandom = std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?;
     urandom.read_exact(&mut seed)?;
     urandom.read_exact(&mut secret)?;
+    urandom.read_exact(&mut token)?;
     write_private(&dir.join("farm.ed25519"), &seed)?;
     write_private(
         &dir.join("webhook-secret"),
         format!("{}\n", hex::encode(secret)).as_bytes(),
+    )?;
+    write_private(
+        &dir.join("control-token"),
+        format!("{}\n", hex::encode(token)).as_bytes(),
     )?;
     std::fs::write(
         &config,
@@ -143,7 +153,8 @@ pub fn create(dir: &Path, addr: &str) -> anyhow::Result<std::path::PathBuf> {
              [manager]\nid = \"demo-farm\"\nrecipes_dir = \"recipes\"\nstate_dir = \"state\"\n\n\
              [repo]\nname = \"demo-packages\"\ndescription = \"farmhand demo repository\"\n\n\
              [signing]\nkey_file = \"farm.ed25519\"\n\n\
-             [http]\naddr = \"{addr}\"\nwebhook_secret_file = \"webhook-secret\"\n\n\
+             [http]\naddr = \"{addr}\"\nwebhook_secret_file = \"webhook-secret\"\n\
+             control_token_file = \"control-token\"\n\n\
              [poll]\ndefault_interval = \"1m\"\n\n\
              [build]\ntimeout = \"5m\"\nshutdown_grace = \"10s\"\n"
         ),

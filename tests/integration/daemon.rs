@@ -734,6 +734,39 @@ fn demo_publishes_signed_greet_and_stops_on_sigint() {
     assert_eq!(s["polls"]["greet"]["tags_seen"], 3);
     assert_eq!(s["failures"], serde_json::json!({}));
 
+    // The banner's control line works as printed: pause, then resume.
+    let line = d
+        .logs()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("control:").map(str::to_string))
+        .expect("the banner's control line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.last(), Some(&"greet"), "{line}");
+    let ctl = |action: &str| {
+        let mut args = words[1..].to_vec();
+        *args.last_mut().unwrap() = "greet";
+        let n = args.len();
+        args[n - 2] = action;
+        let out = std::process::Command::new(words[0])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl("pause");
+    assert_eq!(d.status()["paused"], serde_json::json!(["greet"]));
+    ctl("resume");
+    assert_eq!(d.status()["paused"], serde_json::json!([]));
+    let page = d.http("GET", "/", &[("Accept", "text/html")], b"").text();
+    assert!(
+        page.contains("data-control=\"on\""),
+        "the console offers control"
+    );
+
     let repo = dir.join("state/repo");
     let archive = read_json(&repo.join("index/archive.json"));
     let mut entries = index_ids(&archive);
