@@ -581,6 +581,18 @@ fn overview_follows_a_build_live_in_a_browser() {
             "dark background, light text"
         );
         screenshot(&dark, "overview-dark.png").await;
+        // A phone's width: the page reflows; only wide tables scroll, in
+        // their own boxes, never the page itself.
+        dark.set_window_size(390, 844).await.unwrap();
+        let widths = eval(
+            &dark,
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+        )
+        .await;
+        let (page, view) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(view <= 400, "the window is a phone's width: {widths}");
+        assert!(page <= view, "nothing sticks out sideways: {widths}");
+        screenshot(&dark, "overview-phone.png").await;
         dark.close().await.unwrap();
 
         // A hidden tab asks nothing; shown again, it catches up at once.
