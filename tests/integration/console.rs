@@ -281,6 +281,23 @@ struct ShowFarm {
     daemon: Daemon,
 }
 
+/// Tags busybox v1.36.1, announces it by a signed webhook and waits until
+/// the page `c` shows its (slow) build in flight.
+async fn slow_busybox_in_flight(show: &ShowFarm, c: &Client) {
+    show.busybox.release("v1.36.1");
+    let r = show.daemon.webhook(
+        "push",
+        "d-1",
+        &push_payload(&show.busybox.url(), "v1.36.1"),
+        SECRET,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_text(c, "#in-flight", "the build in flight", |t| {
+        t.contains("Building busybox 1.36.1-1")
+    })
+    .await;
+}
+
 fn show_farm(control: bool) -> ShowFarm {
     let mut farm = Farm::new();
     farm.http = true;
@@ -523,18 +540,7 @@ fn overview_follows_a_build_live_in_a_browser() {
         eval(&c, "window.farmhandMarker = 42; return 1;").await;
 
         // A new busybox version, announced by webhook, builds slowly.
-        show.busybox.release("v1.36.1");
-        let r = d.webhook(
-            "push",
-            "d-1",
-            &push_payload(&show.busybox.url(), "v1.36.1"),
-            SECRET,
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        wait_text(&c, "#in-flight", "the build in flight", |t| {
-            t.contains("Building busybox 1.36.1-1")
-        })
-        .await;
+        slow_busybox_in_flight(&show, &c).await;
         wait_text(&c, "#in-flight-phase", "the building phase", |t| {
             t == "building"
         })
@@ -1082,18 +1088,7 @@ fn control_buttons_act_on_the_farm_from_a_browser() {
 
         // A new busybox version builds slowly: cancel is offered on the
         // build in flight.
-        show.busybox.release("v1.36.1");
-        let r = d.webhook(
-            "push",
-            "d-1",
-            &push_payload(&show.busybox.url(), "v1.36.1"),
-            SECRET,
-        );
-        assert_eq!(r.status, 202, "{}", r.text());
-        wait_text(&c, "#in-flight", "the build in flight", |t| {
-            t.contains("Building busybox 1.36.1-1")
-        })
-        .await;
+        slow_busybox_in_flight(&show, &c).await;
         wait_text(&c, "#log-tail", "the build waiting", |t| {
             t.contains("waiting for the gate")
         })
