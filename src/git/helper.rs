@@ -27,7 +27,9 @@
 //!
 //! The child is the same executable as the daemon (`/proc/self/exe`), so
 //! an upgrade of the file on disk never pairs a daemon with a helper of
-//! another version. It inherits the daemon's environment (proxy settings,
+//! another version. (`FARMHAND_GIT_HELPER_EXE` names another executable
+//! instead, for running the daemon under a tool such as valgrind, where
+//! `/proc/self/exe` is the tool.) It inherits the daemon's environment (proxy settings,
 //! `SSL_CERT_FILE`, credentials helpers), never the build environment.
 //!
 //! One adjustment keeps each child cheap: unless the operator chose
@@ -189,6 +191,10 @@ fn lower_priority() {
 /// The environment that points OpenSSL at the hashed CA directory (see the
 /// module documentation), or nothing when the operator set either variable
 /// or the system has no such directory.
+/// The environment variable that names the executable to start as the git
+/// helper instead of `/proc/self/exe`.
+const HELPER_EXE_VAR: &str = "FARMHAND_GIT_HELPER_EXE";
+
 fn tls_env() -> &'static [(&'static str, PathBuf)] {
     static ENV: std::sync::OnceLock<Vec<(&'static str, PathBuf)>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
@@ -255,7 +261,8 @@ enum Failure {
 
 impl Helper {
     fn spawn(background: bool) -> std::io::Result<Helper> {
-        let mut child = Command::new("/proc/self/exe")
+        let exe = std::env::var_os(HELPER_EXE_VAR).unwrap_or_else(|| "/proc/self/exe".into());
+        let mut child = Command::new(exe)
             .arg0("farmhand")
             .arg(SUBCOMMAND)
             .args(background.then_some("--background"))
