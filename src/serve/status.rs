@@ -765,12 +765,17 @@ impl Status {
                 },
             );
             let h = &mut p.history;
-            // Room for exactly POLLS_LISTED at once: growing by doubling
-            // would leave the smaller blocks it outgrew scattered through
-            // the heap (3 MiB on a farm of 10,000), and a VecDeque's own
-            // growth would end at 32.
+            // Room for one record at the first poll (a daemon polling
+            // hourly holds one for an hour, and a farm that just started
+            // holds nothing else), then for exactly POLLS_LISTED at the
+            // second: growing by doubling would leave the blocks it
+            // outgrew scattered through the heap (3 MiB on a farm of
+            // 10,000), and a VecDeque's own growth would end at 32. The
+            // one-record blocks given back are the size of the smallest
+            // allocations, which reuse them.
             if h.capacity() < POLLS_LISTED {
-                h.reserve_exact(POLLS_LISTED - h.len());
+                let room = if h.is_empty() { 1 } else { POLLS_LISTED };
+                h.reserve_exact(room - h.len());
             }
             if h.len() == POLLS_LISTED {
                 h.pop_back();
