@@ -16,6 +16,18 @@ def build_release():
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
 
+def hot_text_coverage():
+    """How many of the functions link/hot-text.txt names the release
+    binary has, and how many it names: a toolchain or dependency update
+    renames them, and the idle daemon's resident code grows until
+    `bench/hot_text.py` is run again."""
+    with open(os.path.join(ROOT, "link", "hot-text.txt")) as f:
+        wanted = {l.strip() for l in f if l.strip() and not l.startswith("#")}
+    out = subprocess.run(["nm", "--defined-only", BIN], capture_output=True, text=True).stdout
+    have = {l.split()[-1] for l in out.splitlines() if l.strip()}
+    return len(wanted & have), len(wanted)
+
+
 def load():
     """The machine's load averages, as `uptime` prints them."""
     return "load %.2f, %.2f, %.2f" % os.getloadavg()

@@ -43,10 +43,14 @@ def main():
     build_release()
     shared, t1, h1, pub = measure(False)
     distinct, t2, h2, _ = measure(True)
+    found, named = hot_text_coverage()
+    if found < 0.9 * named:
+        print(f"warning: the binary has only {found:,} of the {named:,} functions link/hot-text.txt "
+              "names; run python3 bench/hot_text.py", file=sys.stderr)
     helpers = f"; git helpers {h1 / 1024:.1f} / {h2 / 1024:.1f} MiB apart" if h1 or h2 else ""
     row(f"idle daemon, {N:,} recipes, {pub:,} published versions, VmRSS",
         f"{shared / 1024:.1f} MiB, {t1} threads (one shared tag_pattern); "
-        f"{distinct / 1024:.1f} MiB ({N:,} distinct patterns, none matching){helpers} ({load()})",
+        f"{distinct / 1024:.1f} MiB ({N:,} distinct patterns, none matching){helpers}; link order: {found:,} of {named:,} hot functions found ({load()})",
         "< 10 MiB; distinct < 12 MiB", "python3 bench/idle_memory.py")
 
 
