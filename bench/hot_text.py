@@ -8,9 +8,11 @@ whose three tags are all published, plus one webhook-watched recipe.
 Phase one: start, the first poll round, and one scrape each of /status,
 /metrics and /healthz (what an idle daemon runs). Phase two: a signed
 webhook, the build and publish it starts, the console's pages and the
-build's log (what a working daemon runs). The functions of phase one come
-first, then those only phase two ran; each list is sorted by name so a
-regenerated file diffs cleanly. Everything else follows in the linker's
+build's log (what a working daemon runs). Phase three: what the git
+helpers (the same executable, also under callgrind) ran for those polls
+and the fetch. The functions of phase one come first, then those only
+phase two ran, then those only the helpers ran; each list is sorted by
+name so a regenerated file diffs cleanly. Everything else follows in the linker's
 own order.
 
 Needs valgrind. The names are mangled symbols, which change with the
@@ -50,6 +52,19 @@ def executed_addresses(path, binary):
     return addrs
 
 
+def children(pid):
+    """The pids of `pid`'s child processes (the git helpers)."""
+    found = []
+    for k in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{k}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(k))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
 def part(path):
     """The number callgrind gives a dump: 1 for the one asked for after
     phase one, 2 for the one written at exit."""
@@ -87,11 +102,13 @@ def main():
     binary = os.path.realpath(farmlib.BIN)
     work = tempfile.mkdtemp(prefix="farmhand-hot-")
     wrapper = os.path.join(work, "farmhand")
-    os.environ["FARMHAND_GIT_HELPER_EXE"] = binary
-    with open(wrapper, "w") as f:
-        f.write(f"#!/bin/sh\nexec valgrind --tool=callgrind --dump-instr=yes "
-                f"--callgrind-out-file={work}/cg.out {binary} \"$@\"\n")
-    os.chmod(wrapper, 0o755)
+    helper = os.path.join(work, "helper")
+    for path, out in ((wrapper, "cg.out"), (helper, "helper.%p")):
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\nexec valgrind --tool=callgrind --dump-instr=yes "
+                    f"--callgrind-out-file={work}/{out} {binary} \"$@\"\n")
+        os.chmod(path, 0o755)
+    os.environ["FARMHAND_GIT_HELPER_EXE"] = helper
     farmlib.BIN = wrapper
     farm = Farm()
     try:
@@ -104,6 +121,8 @@ def main():
                              | {"hooked": ["1.0.0-1"]}, up)
         farm.start()
         farm.wait_polls(1001, 900)
+        failed = [l for _, l in farm.lines if "ls-remote failed" in l]
+        assert not failed, f"{len(failed)} polls failed, the first: {failed[0]}"
         for path in ("/status", "/metrics", "/healthz"):
             farm.get(path)
         subprocess.run(["callgrind_control", "-d", str(farm.proc.pid)], check=True, capture_output=True)
@@ -116,23 +135,35 @@ def main():
                 farm.get(path)
             except Exception:
                 pass
+        for pid in children(farm.proc.pid):
+            subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True)
     finally:
         farm.stop()
+    helpers = glob.glob(os.path.join(work, "helper.*"))
+    assert helpers, "no callgrind dump of a git helper"
     dumps = sorted(glob.glob(os.path.join(work, "cg.out*")), key=part)
     assert len(dumps) == 2, f"expected two callgrind dumps, found {dumps}"
     syms = functions(binary)
     idle = covering(executed_addresses(dumps[0], binary), syms)
     busy = covering(executed_addresses(dumps[1], binary), syms)
     busy = {k: v for k, v in busy.items() if k not in idle}
+    git_side = {}
+    for d in helpers:
+        git_side.update(covering(executed_addresses(d, binary), syms))
+    git_side = {k: v for k, v in git_side.items() if k not in idle and k not in busy}
     with open(OUT, "w") as f:
         f.write("# Functions the release link places first, in this order: written by\n"
                 "# bench/hot_text.py (phase one: start, first poll round, scrapes;\n"
-                "# phase two: a webhook-started build and the console). See build.rs.\n")
+                "# phase two: a webhook-started build and the console; phase three:\n"
+                "# what the git helpers ran besides). See build.rs.\n")
         f.write("\n".join(sorted(idle)) + "\n")
         f.write("# phase two\n")
         f.write("\n".join(sorted(busy)) + "\n")
+        f.write("# phase three\n")
+        f.write("\n".join(sorted(git_side)) + "\n")
     print(f"{OUT}: {len(idle)} functions ({sum(idle.values()) / 1024:.0f} KiB) for an idle daemon, "
-          f"{len(busy)} more ({sum(busy.values()) / 1024:.0f} KiB) for builds and pages; "
+          f"{len(busy)} more ({sum(busy.values()) / 1024:.0f} KiB) for builds and pages, "
+          f"{len(git_side)} more ({sum(git_side.values()) / 1024:.0f} KiB) for the git helpers; "
           f"the text is {sum(s[1] for s in syms) / 1024:.0f} KiB")
 
 
