@@ -119,3 +119,49 @@ fn few_long_lived_helpers_serve_every_poll_and_a_dead_one_is_replaced() {
             .then_some(())
     });
 }
+
+#[test]
+fn farmhand_git_helper_exe_names_the_executable_started_as_helper() {
+    let farm = Farm::new();
+    farm.write_config("");
+    let up = Upstream::new(&farm.root.join("up"));
+    up.release("v1.0.0");
+    farm.simple_recipe("hello", &up, "#!/bin/sh\ntrue\n", "");
+    // A wrapper, as a tool such as valgrind would be: it notes each start
+    // and its arguments, then runs the real executable.
+    let marks = farm.root.join("helper-starts");
+    let wrapper = farm.root.join("helper-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec '{}' \"$@\"\n",
+            marks.display(),
+            bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let wrapper = wrapper.to_str().unwrap();
+    let mut d = farm.start_with(&[], &[("FARMHAND_GIT_HELPER_EXE", wrapper)]);
+    d.wait_log("build + publish complete", T);
+    let starts = std::fs::read_to_string(&marks).unwrap_or_default();
+    assert!(
+        starts.lines().any(|l| l.starts_with("git-helper")),
+        "the poll and the fetch went through the wrapper: {starts:?}"
+    );
+    // Without the variable the daemon's own executable serves them.
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(T), 0);
+    std::fs::remove_file(&marks).unwrap();
+    let up2 = Upstream::new(&farm.root.join("up2"));
+    up2.release("v2.0.0");
+    farm.simple_recipe("other", &up2, "#!/bin/sh\ntrue\n", "");
+    let d = farm.start();
+    d.wait_log("version=2.0.0", T);
+    d.wait_log("build + publish complete", T);
+    assert!(!marks.exists(), "the wrapper ran without the variable");
+}
