@@ -354,7 +354,9 @@ def percentile(xs, q):
 
 
 def wrk(url, seconds=10, conns=32, threads=2):
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+    """wrk's throughput and p99 (ms). `WRK=path` runs another wrk build
+    (docs/performance.md, "HTTP tails": its read buffer matters)."""
+    out = subprocess.run([os.environ.get("WRK", "wrk"), f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
