@@ -29,8 +29,9 @@
 //! an upgrade of the file on disk never pairs a daemon with a helper of
 //! another version. (`FARMHAND_GIT_HELPER_EXE` names another executable
 //! instead, for running the daemon under a tool such as valgrind, where
-//! `/proc/self/exe` is the tool.) It inherits the daemon's environment (proxy settings,
-//! `SSL_CERT_FILE`, credentials helpers), never the build environment.
+//! `/proc/self/exe` is the tool.) It inherits the daemon's environment
+//! (proxy settings, `SSL_CERT_FILE`, credentials helpers), never the build
+//! environment.
 //!
 //! One adjustment keeps each child cheap: unless the operator chose
 //! `SSL_CERT_FILE` or `SSL_CERT_DIR`, a system with a hashed CA directory
@@ -188,13 +189,13 @@ fn lower_priority() {
     }
 }
 
-/// The environment that points OpenSSL at the hashed CA directory (see the
-/// module documentation), or nothing when the operator set either variable
-/// or the system has no such directory.
 /// The environment variable that names the executable to start as the git
 /// helper instead of `/proc/self/exe`.
 const HELPER_EXE_VAR: &str = "FARMHAND_GIT_HELPER_EXE";
 
+/// The environment that points OpenSSL at the hashed CA directory (see the
+/// module documentation), or nothing when the operator set either variable
+/// or the system has no such directory.
 fn tls_env() -> &'static [(&'static str, PathBuf)] {
     static ENV: std::sync::OnceLock<Vec<(&'static str, PathBuf)>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
