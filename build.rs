@@ -22,13 +22,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=link/hot-text.txt");
     println!("cargo:rerun-if-env-changed=FARMHAND_LINK_LAYOUT");
-    if !wanted() {
+    let order = format!("{}/link/hot-text.txt", env!("CARGO_MANIFEST_DIR"));
+    if !wanted() || !std::path::Path::new(&order).is_file() {
         return;
     }
-    let order = format!(
-        "{}/link/hot-text.txt",
-        env::var("CARGO_MANIFEST_DIR").unwrap_or_default()
-    );
     for arg in [
         format!("-Wl,--symbol-ordering-file={order}"),
         "-Wl,--no-warn-symbol-ordering".to_string(),
